@@ -1,0 +1,3 @@
+module github.com/looksam/vitsam
+
+go 1.26
