@@ -1,0 +1,286 @@
+// Command train trains a Vision Transformer on Fashion-MNIST or MNIST with a sharpness-aware
+// optimizer, evaluates it on the test split and saves a checkpoint.
+//
+// By default it trains the mnist-p7 ViT with LookSAM-5 over AdamW on the pure-Go backend, resuming
+// from the newest checkpoint in -checkpoint-dir when there is one:
+//
+//	go run ./cmd/train
+//	go run ./cmd/train -optimizer sam -rho 0.05 -epochs 3
+//	go run ./cmd/train -list-devices -backend xla:cpu
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/looksam/vitsam/datasets"
+	"github.com/looksam/vitsam/graphx/dotgrad"
+	"github.com/looksam/vitsam/models/vit"
+	"github.com/looksam/vitsam/optimizers/looksam"
+	"github.com/looksam/vitsam/pjrt"
+	"github.com/looksam/vitsam/train"
+)
+
+// flags holds the command line.
+type flags struct {
+	dataset, dataDir, model, optimizer, base string
+	k                                         int
+	rho, alpha                                float64
+	perTensor                                 bool
+	batch, epochs                             int
+	steps                                     int64
+	lr, minLR                                 float64
+	warmup                                    int64
+	decay                                     string
+	weightDecay, momentum, clip, smoothing    float64
+	dropout                                   float64
+	seed                                      uint64
+	backend                                   string
+	checkpointDir                             string
+	checkpointEvery                           int64
+	keep                                      int
+	noResume                                  bool
+	metrics                                   string
+	evalEvery                                 int64
+	listDevices                               bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (*flags, error) {
+	f := &flags{}
+	fs := flag.NewFlagSet("train", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.dataset, "dataset", "fashion-mnist", "dataset: fashion-mnist or mnist")
+	fs.StringVar(&f.dataDir, "data-dir", "", "directory of the dataset's IDX files (default: "+datasets.DefaultFashionMNISTDir+" for fashion-mnist, the GoMNIST module for mnist)")
+	fs.StringVar(&f.model, "model", vit.DefaultPreset, "model preset: "+strings.Join(vit.PresetNames(), ", "))
+	fs.StringVar(&f.optimizer, "optimizer", string(looksam.RuleLookSAM), "update rule: "+ruleNames()+"; adamw, sgd and lamb mean that base optimizer alone")
+	fs.StringVar(&f.base, "base", string(looksam.BaseAdamW), "base optimizer: sgd, adamw or lamb")
+	fs.IntVar(&f.k, "k", 0, "period of SAM steps for sam-k, looksam and looklayersam (0: 5 for those rules, 1 for the others)")
+	fs.Float64Var(&f.rho, "rho", 0.1, "perturbation radius rho")
+	fs.Float64Var(&f.alpha, "alpha", 0.1, "LookSAM's weight alpha of the reused g_v component")
+	fs.BoolVar(&f.perTensor, "per-tensor", false, "take norms and the g_v projection per tensor instead of over the whole parameter vector")
+	fs.IntVar(&f.batch, "batch", 128, "batch size")
+	fs.IntVar(&f.epochs, "epochs", 3, "epochs over the training split (ignored when -steps is set)")
+	fs.Int64Var(&f.steps, "steps", 0, "total training steps (0: use -epochs)")
+	fs.Float64Var(&f.lr, "lr", 2e-3, "peak learning rate")
+	fs.Float64Var(&f.minLR, "min-lr", 1e-5, "final learning rate of the decay")
+	fs.Int64Var(&f.warmup, "warmup", 100, "linear warmup steps")
+	fs.StringVar(&f.decay, "decay", "cosine", "learning-rate decay after warmup: cosine, linear or constant")
+	fs.Float64Var(&f.weightDecay, "wd", 0.05, "weight decay (decoupled for adamw and lamb, L2 for sgd)")
+	fs.Float64Var(&f.momentum, "momentum", 0.9, "SGD momentum")
+	fs.Float64Var(&f.clip, "clip", 1.0, "clip the gradient's global norm to this value (0: no clipping)")
+	fs.Float64Var(&f.smoothing, "label-smoothing", 0, "label smoothing epsilon")
+	fs.Float64Var(&f.dropout, "dropout", -1, "dropout rate (default: the preset's)")
+	fs.Uint64Var(&f.seed, "seed", 1, "seed of the initial weights, the data order and dropout")
+	fs.StringVar(&f.backend, "backend", pjrt.AutoConfig, "backend: auto (XLA when a PJRT plugin is found, else pure Go), go, xla, xla:cpu, xla:/path/plugin.so, cuda, tpu")
+	fs.StringVar(&f.checkpointDir, "checkpoint-dir", "runs/default", "directory of checkpoints; training resumes from its newest one (\"\": no checkpoints)")
+	fs.Int64Var(&f.checkpointEvery, "checkpoint-every", 200, "steps between checkpoints (0: only at the end)")
+	fs.IntVar(&f.keep, "keep", 3, "number of checkpoints to keep")
+	fs.BoolVar(&f.noResume, "no-resume", false, "start from scratch even when -checkpoint-dir has a checkpoint")
+	fs.StringVar(&f.metrics, "metrics", "", "JSON-lines metrics file (default: metrics.jsonl in -checkpoint-dir; \"-\" disables)")
+	fs.Int64Var(&f.evalEvery, "eval-every", 0, "steps between test evaluations (0: at the end only)")
+	fs.BoolVar(&f.listDevices, "list-devices", false, "print the backend's devices and exit")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q: all options are flags, see -help", fs.Arg(0))
+	}
+	return f, nil
+}
+
+func ruleNames() string {
+	names := make([]string, len(looksam.Rules))
+	for i, r := range looksam.Rules {
+		names[i] = string(r)
+	}
+	return strings.Join(names, ", ")
+}
+
+// optimizerConfig maps the flags to the optimizer configuration.
+func (f *flags) optimizerConfig() looksam.Config {
+	rule, base := looksam.Rule(f.optimizer), looksam.BaseName(f.base)
+	switch looksam.BaseName(f.optimizer) {
+	case looksam.BaseAdamW, looksam.BaseSGD, looksam.BaseLAMB:
+		rule, base = looksam.RuleNone, looksam.BaseName(f.optimizer)
+	}
+	return looksam.Config{
+		Rule: rule, Base: base, Rho: f.rho, K: f.k, Alpha: f.alpha, PerTensor: f.perTensor,
+		Momentum: f.momentum, WeightDecay: f.weightDecay, ClipNorm: f.clip,
+	}
+}
+
+// validate checks every flag value that does not need the data, so a bad value fails before any
+// work starts.
+func (f *flags) validate() error {
+	if f.dataset != "fashion-mnist" && f.dataset != "mnist" {
+		return fmt.Errorf("invalid -dataset %q: use fashion-mnist or mnist", f.dataset)
+	}
+	if _, err := vit.Preset(f.model); err != nil {
+		return fmt.Errorf("invalid -model: %w", err)
+	}
+	if f.batch < 1 {
+		return fmt.Errorf("invalid -batch %d: it must be at least 1", f.batch)
+	}
+	if f.steps < 0 {
+		return fmt.Errorf("invalid -steps %d: it must be positive, or 0 to use -epochs", f.steps)
+	}
+	if f.steps == 0 && f.epochs < 1 {
+		return fmt.Errorf("invalid -epochs %d: it must be at least 1", f.epochs)
+	}
+	if f.dropout >= 1 {
+		return fmt.Errorf("invalid -dropout %g: it must be in [0, 1)", f.dropout)
+	}
+	if f.evalEvery < 0 || f.checkpointEvery < 0 || f.keep < 0 {
+		return fmt.Errorf("invalid -eval-every %d, -checkpoint-every %d or -keep %d: none may be negative", f.evalEvery, f.checkpointEvery, f.keep)
+	}
+	if _, err := looksam.New(f.optimizerConfig()); err != nil {
+		return fmt.Errorf("invalid optimizer flags: %w", err)
+	}
+	schedule := train.Schedule{Peak: f.lr, Floor: f.minLR, Warmup: f.warmup, Total: 1, Decay: f.decay}
+	if err := schedule.Validate(); err != nil {
+		return fmt.Errorf("invalid learning-rate flags: %w", err)
+	}
+	return nil
+}
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "train:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	f, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	if err := f.validate(); err != nil {
+		return err
+	}
+
+	// Backend.
+	dotgrad.Install()
+	backend, choice, err := pjrt.Select(f.backend)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, choice)
+	if f.listDevices {
+		return pjrt.ListDevices(stdout, backend)
+	}
+
+	// Data.
+	load := datasets.LoadFashionMNIST
+	mean, std := float32(datasets.FashionMNISTMean), float32(datasets.FashionMNISTStd)
+	if f.dataset == "mnist" {
+		load = datasets.LoadMNIST
+		mean, std = datasets.MNISTMean, datasets.MNISTStd
+	}
+	trainData, err := load(f.dataDir, datasets.Train)
+	if err != nil {
+		return withInstallHint(err, f.dataset)
+	}
+	testData, err := load(f.dataDir, datasets.Test)
+	if err != nil {
+		return withInstallHint(err, f.dataset)
+	}
+	for _, d := range []*datasets.Dataset{trainData, testData} {
+		if err := d.Normalize(mean, std); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "data: %s, %d training and %d test images of %dx%dx%d\n",
+		f.dataset, trainData.Len(), testData.Len(), trainData.Height, trainData.Width, trainData.Channels)
+
+	// Model, optimizer and schedule.
+	modelCfg, _ := vit.Preset(f.model)
+	if f.dropout >= 0 {
+		modelCfg.Dropout = f.dropout
+	}
+	if modelCfg.ImageSize != trainData.Height || modelCfg.Channels != trainData.Channels {
+		return fmt.Errorf("model %s takes %dx%dx%d images but %s has %dx%dx%d: choose an mnist-* preset",
+			f.model, modelCfg.ImageSize, modelCfg.ImageSize, modelCfg.Channels, f.dataset, trainData.Height, trainData.Width, trainData.Channels)
+	}
+	steps := f.steps
+	if steps == 0 {
+		steps = int64(f.epochs) * int64(trainData.Len()/f.batch)
+	}
+	cfg := train.Config{
+		Model: modelCfg, Optimizer: f.optimizerConfig(), Seed: f.seed, BatchSize: f.batch,
+		LabelSmoothing: f.smoothing,
+		Schedule:       train.Schedule{Peak: f.lr, Floor: f.minLR, Warmup: f.warmup, Total: steps, Decay: f.decay},
+	}
+	trainer, err := train.NewTrainer(backend, cfg)
+	if err != nil {
+		return err
+	}
+	opt := trainer.Optimizer().Config()
+	fmt.Fprintf(stdout, "model: %s, %d parameters; optimizer: %s over %s (rho %g, k %d, alpha %g); batch %d, %d steps (%.2f epochs)\n",
+		f.model, modelCfg.NumParams(), opt.Rule, opt.Base, opt.Rho, opt.K, opt.Alpha, f.batch, steps,
+		float64(steps*int64(f.batch))/float64(trainData.Len()))
+
+	// Resume.
+	if f.checkpointDir != "" && !f.noResume {
+		latest, err := train.LatestCheckpoint(f.checkpointDir)
+		if err != nil {
+			return err
+		}
+		if latest != "" {
+			if err := trainer.Restore(latest); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "resuming from %s at step %d (use -no-resume or another -checkpoint-dir to start over)\n", latest, trainer.Step())
+		}
+	}
+
+	// Metrics.
+	var metrics io.Writer
+	metricsPath := f.metrics
+	if metricsPath == "" && f.checkpointDir != "" {
+		metricsPath = f.checkpointDir + "/metrics.jsonl"
+	}
+	if metricsPath != "" && metricsPath != "-" {
+		file, err := train.OpenMetrics(metricsPath)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = file.Close() }()
+		metrics = file
+		fmt.Fprintf(stdout, "metrics: %s\n", metricsPath)
+	}
+
+	start := time.Now()
+	summary, err := train.Run(trainer, train.RunOptions{
+		Train: trainData, Test: testData, Steps: steps, EvalEvery: f.evalEvery,
+		CheckpointDir: f.checkpointDir, CheckpointEvery: f.checkpointEvery, CheckpointKeep: f.keep,
+		Metrics: metrics, Progress: stdout,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "test accuracy %.2f%% (loss %.4f) after %d steps in %s\n",
+		100*summary.TestAccuracy, summary.TestLoss, summary.Steps, time.Since(start).Round(time.Second))
+	if summary.LastCheckpoint != "" {
+		fmt.Fprintf(stdout, "checkpoint: %s\n", summary.LastCheckpoint)
+	}
+	return nil
+}
+
+// withInstallHint adds the install command to a missing-dataset error when the loader's message
+// lacks it.
+func withInstallHint(err error, dataset string) error {
+	if errors.Is(err, fs.ErrNotExist) && dataset == "fashion-mnist" && !strings.Contains(err.Error(), "apt-get") {
+		return fmt.Errorf("%w (install it with: sudo apt-get install dataset-fashion-mnist, or pass -data-dir)", err)
+	}
+	return err
+}
