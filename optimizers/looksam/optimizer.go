@@ -86,6 +86,26 @@ const StepVariable = "step"
 // The step counter t (StepVariable) is read for bias correction and incremented once per step,
 // whatever the kind.
 func (o *Optimizer) BuildStep(ctx *context.Context, kind StepKind, learningRate *Node, lossFn LossFn) *Node {
+	return o.BuildStepWith(ctx, kind, learningRate, lossFn, StepOptions{})
+}
+
+// StepOptions configures BuildStepWith for data-parallel training, where the graph is the program
+// of one replica and sees only its shard of the batch.
+type StepOptions struct {
+	// MeanAcrossReplicas returns the mean of x over all replicas (an all-reduce); nil means a
+	// single replica. The loss, g and g_s are averaged with it, so the weights, the optimizer state
+	// and g_v stay identical on every replica.
+	MeanAcrossReplicas func(x *Node) *Node
+	// PerReplicaPerturbation computes eps on each replica from its local gradient, as in the
+	// original SAM code's m-sharpness (Foret et al., Sec. 4.1), and averages the resulting g_s.
+	// Otherwise eps comes from the averaged g and is the same on every replica.
+	PerReplicaPerturbation bool
+}
+
+// BuildStepWith is BuildStep with data-parallel options. The order of operations on a SAM step
+// is: local g; mean g (all-reduce); eps from the mean g (or from the local g with
+// PerReplicaPerturbation); local g_s at w + eps; mean g_s (all-reduce); clipping; base update.
+func (o *Optimizer) BuildStepWith(ctx *context.Context, kind StepKind, learningRate *Node, lossFn LossFn, opts StepOptions) *Node {
 	if !slices.Contains(o.Kinds(), kind) {
 		panic(fmt.Sprintf("looksam: rule %q does not run %q steps; it runs %v", o.cfg.Rule, kind, o.Kinds()))
 	}
@@ -102,10 +122,11 @@ func (o *Optimizer) BuildStep(ctx *context.Context, kind StepKind, learningRate 
 		weightNodes[i] = v.ValueGraph(graph)
 	}
 	rawGrads := Gradient(loss, weightNodes...)
-	weights, grads := toAccAll(weightNodes), toAccAll(rawGrads)
+	weights, localGrads := toAccAll(weightNodes), toAccAll(rawGrads)
+	grads := opts.meanAll(localGrads)
 	acc := weights[0].DType()
 	d := newDiagnostics(graph)
-	d.set("loss", loss)
+	d.set("loss", opts.mean(loss))
 	d.set("grad_norm", globalNorm(grads))
 	d.set("param_norm", globalNorm(weights))
 
@@ -117,7 +138,11 @@ func (o *Optimizer) BuildStep(ctx *context.Context, kind StepKind, learningRate 
 	case KindReuse:
 		baseGrads = o.reuseGradient(ctx, vars, grads, d)
 	case KindSAM:
-		baseGrads = o.samGradient(ctx, vars, weightNodes, weights, grads, lossFn, d)
+		perturbFrom := grads
+		if opts.PerReplicaPerturbation {
+			perturbFrom = localGrads
+		}
+		baseGrads = o.samGradient(ctx, vars, weightNodes, weights, grads, perturbFrom, lossFn, opts, d)
 	}
 	if o.cfg.ClipNorm > 0 {
 		baseGrads = clipByGlobalNorm(baseGrads, o.cfg.ClipNorm)
@@ -146,11 +171,14 @@ func (o *Optimizer) BuildStep(ctx *context.Context, kind StepKind, learningRate 
 
 // samGradient returns g_s, the gradient at w + eps, and for LookSAM stores g_v. It leaves every
 // variable at w.
-func (o *Optimizer) samGradient(ctx *context.Context, vars []*context.Variable, weightNodes, weights, grads []*Node,
-	lossFn LossFn, d *diagnostics) []*Node {
+//
+// grads is the gradient g at w averaged over replicas; perturbFrom is the gradient that eps is
+// computed from: grads, or the local gradient for a per-replica perturbation.
+func (o *Optimizer) samGradient(ctx *context.Context, vars []*context.Variable, weightNodes, weights, grads, perturbFrom []*Node,
+	lossFn LossFn, opts StepOptions, d *diagnostics) []*Node {
 	// Perturbation eps, computed from g without a gradient path.
-	eps := o.perturbation(weights, grads)
-	d.set("perturbation_norm", globalNorm(eps))
+	eps := o.perturbation(weights, perturbFrom)
+	d.set("perturbation_norm", opts.mean(globalNorm(eps)))
 
 	// Gradient g_s at w + eps on the same batch.
 	perturbed := make([]*Node, len(vars))
@@ -159,7 +187,7 @@ func (o *Optimizer) samGradient(ctx *context.Context, vars []*context.Variable, 
 		v.SetValueGraph(perturbed[i])
 	}
 	perturbedLoss := lossFn(ctx)
-	gs := toAccAll(Gradient(perturbedLoss, perturbed...))
+	gs := opts.meanAll(toAccAll(Gradient(perturbedLoss, perturbed...)))
 
 	// Remove the perturbation before the base optimizer sees the weights.
 	for i, v := range vars {
@@ -303,6 +331,26 @@ func (o *Optimizer) reuseGradient(ctx *context.Context, vars []*context.Variable
 	for i, g := range grads {
 		coefficient := Mul(alpha, safeDiv(norm(g), norm(gv[i]), o.cfg.NormEpsilon))
 		out[i] = Add(g, Mul(gv[i], coefficient))
+	}
+	return out
+}
+
+// mean returns the mean of x across replicas, or x for a single replica.
+func (opts StepOptions) mean(x *Node) *Node {
+	if opts.MeanAcrossReplicas == nil {
+		return x
+	}
+	return opts.MeanAcrossReplicas(x)
+}
+
+// meanAll applies mean to every tensor.
+func (opts StepOptions) meanAll(xs []*Node) []*Node {
+	if opts.MeanAcrossReplicas == nil {
+		return xs
+	}
+	out := make([]*Node, len(xs))
+	for i, x := range xs {
+		out[i] = opts.MeanAcrossReplicas(x)
 	}
 	return out
 }
