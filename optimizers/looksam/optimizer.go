@@ -268,7 +268,8 @@ func (o *Optimizer) perturbation(weights, grads []*Node) []*Node {
 //	g_v = g_s - |g_s| cos(theta) g / |g| = g_s - (<g, g_s> / |g|^2) g
 //
 // over the whole vector, or per tensor when PerTensor is set. g_v is set to zero when
-// |g_v| <= ProjectionTolerance * |g_s|, and when |g| = 0 it is g_s.
+// |g_v| <= ProjectionTolerance * |g_s|, and when |g| = 0 it is g_s. A NaN in g or g_s fails that
+// comparison and stays in g_v.
 func (o *Optimizer) orthogonalComponent(grads, gs []*Node, paramDType dtypes.DType) []*Node {
 	tolerance := o.projectionTolerance(paramDType)
 	project := func(g, gsPart []*Node) []*Node {
@@ -277,9 +278,9 @@ func (o *Optimizer) orthogonalComponent(grads, gs []*Node, paramDType dtypes.DTy
 		for i := range g {
 			gv[i] = Sub(gsPart[i], Mul(g[i], coefficient))
 		}
-		keep := GreaterThan(globalNorm(gv), MulScalar(globalNorm(gsPart), tolerance))
+		roundingError := LessOrEqual(globalNorm(gv), MulScalar(globalNorm(gsPart), tolerance))
 		for i := range gv {
-			gv[i] = Where(keep, gv[i], ZerosLike(gv[i]))
+			gv[i] = Where(roundingError, ZerosLike(gv[i]), gv[i])
 		}
 		return gv
 	}

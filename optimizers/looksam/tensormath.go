@@ -69,12 +69,14 @@ func dot(a, b []*Node) *Node {
 }
 
 // safeDiv returns num / (den + epsilon) where den > 0 and 0 where den <= 0, for a scalar den. The guard, not the
-// epsilon, keeps a zero norm from producing Inf or NaN, so it holds for any epsilon, zero included.
+// epsilon, keeps a zero norm from producing Inf or NaN, so it holds for any epsilon, zero included. A NaN den
+// fails both comparisons and gives NaN, so a NaN norm shows in the result instead of becoming 0.
 func safeDiv(num, den *Node, epsilon float64) *Node {
-	positive := GreaterThan(den, ScalarZero(den.Graph(), den.DType()))
+	zero := ScalarZero(den.Graph(), den.DType())
+	nonPositive := LessOrEqual(den, zero)
 	one := ScalarOne(den.Graph(), den.DType())
-	safeDen := Where(positive, AddScalar(den, epsilon), one)
-	return Where(positive, Div(num, safeDen), ScalarZero(den.Graph(), den.DType()))
+	safeDen := Where(nonPositive, one, AddScalar(den, epsilon))
+	return Where(nonPositive, zero, Div(num, safeDen))
 }
 
 // scaleAll multiplies every tensor by the scalar s.
