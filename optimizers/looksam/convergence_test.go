@@ -78,7 +78,7 @@ func illConditionedQuadratic(seed uint64) problem {
 }
 
 // blobs returns n points in 3 dimensions from 3 Gaussian classes of unit variance whose means are
-// about 3 apart, as inputs [n][3] and one-hot labels [n][3].
+// about 3.5 apart, as inputs [n][3] and one-hot labels [n][3].
 func blobs(seed uint64, n int) (inputs, labels [][]float64) {
 	rng := rand.New(rand.NewPCG(seed, 5))
 	means := [][]float64{{2, 0, 0}, {-1, 1.7, 0}, {-1, -1.7, 0.5}}
@@ -157,7 +157,7 @@ func TestConvergence(t *testing.T) {
 	// cosine schedule over 150 steps. The smallest reductions measured were 57x on the quadratic
 	// (LookSAM over AdamW) and 3.2x on the classifier (Look-LayerSAM over SGD, per tensor).
 	if testing.Short() {
-		t.Skip("83 runs of 150 steps take about 7 s on 2 cores")
+		t.Skip("83 runs of 150 steps take 7 to 12 s on 2 cores")
 	}
 	const steps = 150
 	problems := []struct {
@@ -228,28 +228,37 @@ func TestLookSAMAlphaRegime(t *testing.T) {
 	// The reuse term alpha (|g| / |g_v|) g_v has norm alpha |g|, while the g_v of a SAM step is the
 	// fraction |g_v| / |g_s| of g_s, 1.2% here at step 0. With alpha far above that fraction, reuse
 	// steps push along a stale g_v harder than any SAM step does. On the hidden-layer classifier over
-	// AdamW, 40 steps at lr 0.01 reached a loss of 0.192 with alpha 0.1 (0.187 for SAM-k), 0.267
-	// with alpha 0.7 and 0.451 with alpha 2.
+	// AdamW at lr 0.01, the loss at step 39 was 0.192 with alpha 0.1 (0.187 for SAM-k), 0.267 with
+	// alpha 0.7 and 0.451 with alpha 2.
 	const steps = 40
 	var initial float64
-	run := func(rule Rule, alpha float64) (ratio, loss float64) {
+	// run returns |g_v| / |g_s| of the first and the last SAM step, and the final loss.
+	run := func(rule Rule, alpha float64) (firstRatio, lastRatio, loss float64) {
 		h := newHarness(t, Config{Rule: rule, Base: BaseAdamW, Rho: 0.05, Alpha: alpha, K: kFor(rule, 5)},
 			hiddenLayerClassifier(2))
 		for step := range steps {
+			kind := h.opt.Kind(h.step)
 			d := h.run(0.01)
+			if kind == KindSAM {
+				lastRatio = d["g_v_norm"] / d["perturbed_grad_norm"]
+			}
 			if step == 0 {
-				ratio, initial = d["g_v_norm"]/d["perturbed_grad_norm"], d["loss"]
+				firstRatio, initial = lastRatio, d["loss"]
 			}
 			loss = d["loss"]
 		}
-		return ratio, loss
+		return firstRatio, lastRatio, loss
 	}
-	_, samK := run(RuleSAMK, 0)
-	ratio, small := run(RuleLookSAM, 0.1)
-	_, paper := run(RuleLookSAM, 0.7)
-	_, large := run(RuleLookSAM, 2)
-	t.Logf("|g_v| / |g_s| at step 0: %.4f; loss %.4f at step 0, after %d steps: SAM-k %.4f, LookSAM alpha 0.1 %.4f, 0.7 %.4f, 2 %.4f",
-		ratio, initial, steps, samK, small, paper, large)
+
+	_, _, samK := run(RuleSAMK, 0)
+	ratio, lastRatio, small := run(RuleLookSAM, 0.1)
+	_, _, paper := run(RuleLookSAM, 0.7)
+	_, _, large := run(RuleLookSAM, 2)
+
+	t.Logf("alpha 0.1: |g_v| / |g_s| %.4f at step 0, %.4f at the last SAM step, %d", ratio, lastRatio, (steps-1)/5*5)
+	t.Logf("loss %.4f at step 0, after %d steps: SAM-k %.4f, LookSAM alpha 0.1 %.4f, 0.7 %.4f, 2 %.4f",
+		initial, steps, samK, small, paper, large)
+
 	assert.Less(t, ratio, 0.05, "|g_v| / |g_s| at step 0")
 	assert.InDelta(t, samK, small, 0.05*samK, "alpha 0.1 trains as SAM-k does")
 	assert.Greater(t, paper, 1.2*small, "alpha 0.7 against alpha 0.1")

@@ -370,3 +370,27 @@ func TestNonFinitePerturbedGradient(t *testing.T) {
 		}
 	})
 }
+
+func TestBFloat16ToleranceZeroesSmallGv(t *testing.T) {
+	// For bfloat16 parameters g_v is zeroed below 1/16 of |g_s|. On the hidden-layer classifier at
+	// rho 0.05, |g_v| / |g_s| stays within a few percent, so in bfloat16 every SAM step stores
+	// g_v = 0 and LookSAM runs as SAM-k, while float32 keeps g_v.
+	for _, dtype := range []dtypes.DType{dtypes.Float32, dtypes.BFloat16} {
+		p := hiddenLayerClassifier(2)
+		p.dtype = dtype
+		h := newHarness(t, Config{Rule: RuleLookSAM, Base: BaseAdamW, Rho: 0.05, Alpha: 0.1, K: 5}, p)
+		for step := range 40 {
+			kind := h.opt.Kind(h.step)
+			d := h.run(0.01)
+			if kind != KindSAM {
+				continue
+			}
+			if dtype == dtypes.BFloat16 {
+				assert.Equal(t, 0.0, d["g_v_norm"], "%s: step %d: |g_v|", dtype, step)
+			} else {
+				assert.Greater(t, d["g_v_norm"], 0.0, "%s: step %d: |g_v|", dtype, step)
+				assert.Less(t, d["g_v_norm"]/d["perturbed_grad_norm"], 1.0/16, "%s: step %d: |g_v| / |g_s|", dtype, step)
+			}
+		}
+	}
+}
