@@ -63,16 +63,15 @@ type Batch struct {
 	Position
 }
 
-// Iterator yields the batches of a Dataset, prepared by a background goroutine.
+// Iterator yields the batches of a Dataset, prepared by a background goroutine. A Pipeline yields
+// the same batches from several goroutines, and also serves augmented and on-disk sources.
 //
 // Next and Position must be called from one goroutine, and Close from any. Call Close when done
 // with the iterator unless Next has returned false, because the background goroutine stays
 // blocked otherwise.
 type Iterator struct {
-	dataset         *Dataset
-	options         IteratorOptions
-	batchesPerEpoch int
-	totalSteps      int64 // -1 when Epochs is 0
+	dataset  *Dataset
+	schedule *schedule
 
 	batches   chan Batch
 	done      chan struct{} // closed by Close to stop the producer
@@ -87,44 +86,17 @@ func NewIterator(d *Dataset, options IteratorOptions) (*Iterator, error) {
 	if err := validateDataset(d); err != nil {
 		return nil, err
 	}
-	switch {
-	case options.BatchSize <= 0:
-		return nil, fmt.Errorf("invalid batch size %d: it must be positive", options.BatchSize)
-	case options.Epochs < 0:
-		return nil, fmt.Errorf("invalid number of epochs %d: it must be positive, or 0 to repeat until Close", options.Epochs)
-	case options.StartStep < 0:
-		return nil, fmt.Errorf("invalid start step %d: it must be 0 or more", options.StartStep)
-	case options.Prefetch < 0:
-		return nil, fmt.Errorf("invalid prefetch depth %d: it must be positive, or 0 for the default of %d",
-			options.Prefetch, DefaultPrefetch)
+	s, err := newSchedule(d.String(), d.Len(), options)
+	if err != nil {
+		return nil, err
 	}
-	if options.Prefetch == 0 {
-		options.Prefetch = DefaultPrefetch
-	}
-
-	batchesPerEpoch := BatchesPerEpoch(d.Len(), options.BatchSize, options.DropLast)
-	if batchesPerEpoch == 0 {
-		return nil, fmt.Errorf("%s/%s has %d examples, fewer than one batch of %d; lower the batch size or turn DropLast off",
-			d.Name, d.Split, d.Len(), options.BatchSize)
-	}
-	totalSteps := int64(-1)
-	if options.Epochs > 0 {
-		totalSteps = int64(options.Epochs) * int64(batchesPerEpoch)
-		if options.StartStep > totalSteps {
-			return nil, fmt.Errorf("start step %d is past the end of %d epochs of %d batches (%d steps)",
-				options.StartStep, options.Epochs, batchesPerEpoch, totalSteps)
-		}
-	}
-
 	it := &Iterator{
-		dataset:         d,
-		options:         options,
-		batchesPerEpoch: batchesPerEpoch,
-		totalSteps:      totalSteps,
-		batches:         make(chan Batch, options.Prefetch),
-		done:            make(chan struct{}),
-		finished:        make(chan struct{}),
-		nextStep:        options.StartStep,
+		dataset:  d,
+		schedule: s,
+		batches:  make(chan Batch, s.options.Prefetch),
+		done:     make(chan struct{}),
+		finished: make(chan struct{}),
+		nextStep: options.StartStep,
 	}
 	go it.produce()
 	return it, nil
@@ -143,12 +115,12 @@ func BatchesPerEpoch(numExamples, batchSize int, dropLast bool) int {
 // validateDataset checks that the slices of d agree with its shape.
 func validateDataset(d *Dataset) error {
 	if d.Height <= 0 || d.Width <= 0 || d.Channels <= 0 {
-		return fmt.Errorf("invalid dataset %s/%s: image shape %dx%dx%d must be positive",
-			d.Name, d.Split, d.Height, d.Width, d.Channels)
+		return fmt.Errorf("invalid dataset %s: image shape %dx%dx%d must be positive",
+			d, d.Height, d.Width, d.Channels)
 	}
 	if len(d.Images) != d.Len()*d.ExampleSize() {
-		return fmt.Errorf("invalid dataset %s/%s: %d image values for %d labels of %dx%dx%d images, expected %d",
-			d.Name, d.Split, len(d.Images), d.Len(), d.Height, d.Width, d.Channels, d.Len()*d.ExampleSize())
+		return fmt.Errorf("invalid dataset %s: %d image values for %d labels of %dx%dx%d images, expected %d",
+			d, len(d.Images), d.Len(), d.Height, d.Width, d.Channels, d.Len()*d.ExampleSize())
 	}
 	return nil
 }
@@ -173,13 +145,10 @@ func (it *Iterator) Next() (Batch, bool) {
 func (it *Iterator) Position() Position { return it.PositionAt(it.nextStep) }
 
 // PositionAt returns the epoch and the index within the epoch of the batch at global step.
-func (it *Iterator) PositionAt(step int64) Position {
-	perEpoch := int64(it.batchesPerEpoch)
-	return Position{Epoch: int(step / perEpoch), Index: int(step % perEpoch), Step: step}
-}
+func (it *Iterator) PositionAt(step int64) Position { return it.schedule.positionAt(step) }
 
 // BatchesPerEpoch returns the number of batches in each epoch.
-func (it *Iterator) BatchesPerEpoch() int { return it.batchesPerEpoch }
+func (it *Iterator) BatchesPerEpoch() int { return it.schedule.batchesPerEpoch }
 
 // Close stops the background goroutine and waits for it to return. Later calls to Next return
 // false. Close is safe to call more than once.
@@ -194,23 +163,14 @@ func (it *Iterator) produce() {
 	defer close(it.finished)
 	defer close(it.batches)
 
-	var order []int
-	orderEpoch := -1
-	for step := it.options.StartStep; it.totalSteps < 0 || step < it.totalSteps; step++ {
+	for step := it.schedule.options.StartStep; !it.schedule.ended(step); step++ {
 		select {
 		case <-it.done:
 			return
 		default:
 		}
-		position := it.PositionAt(step)
-		if position.Epoch != orderEpoch {
-			order = epochOrder(it.dataset.Len(), it.options.Shuffle, it.options.Seed, position.Epoch)
-			orderEpoch = position.Epoch
-		}
-
-		start := position.Index * it.options.BatchSize
-		end := min(start+it.options.BatchSize, len(order))
-		batch := makeBatch(it.dataset, order[start:end])
+		position, examples := it.schedule.batch(step)
+		batch := makeBatch(it.dataset, examples)
 		batch.Position = position
 
 		select {

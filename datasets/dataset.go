@@ -1,10 +1,15 @@
-// Package datasets loads Fashion-MNIST and MNIST from IDX files into memory and serves them in
-// shuffled batches.
+// Package datasets loads image classification datasets and serves them in shuffled batches.
 //
-// A Dataset holds all images of one split as float32 in [0, 1], laid out NHWC. An Iterator cuts it
-// into batches on a background goroutine. The order of each epoch depends only on the seed and the
-// epoch number, so a training run that restarts at a saved step gets the same batches it would
-// have got without the restart.
+// Fashion-MNIST, MNIST (IDX files) and CIFAR-10/100 (binary files) load into a Dataset, which
+// holds all images of one split in memory as float32 in [0, 1], laid out NHWC. An Iterator cuts a
+// Dataset into batches on a background goroutine. ImageNet-style folders of JPEG and PNG files are
+// too large for memory: a FolderSource lists them and decodes each image on demand, and a
+// Pipeline decodes and augments the examples of any Source on several worker goroutines.
+//
+// The order of each epoch depends only on the seed and the epoch number. The random augmentation
+// of an example depends only on the seed, the epoch and the example's index. So a training run
+// that restarts at a saved step gets the same batches it would have got without the restart,
+// whatever the number of workers.
 package datasets
 
 import (
@@ -77,7 +82,8 @@ func (s Split) filePrefix() (string, error) {
 
 // Dataset is one split of an image classification dataset, held in memory.
 type Dataset struct {
-	// Name is the dataset's name, "fashion-mnist" or "mnist".
+	// Name is the dataset's name: "fashion-mnist", "mnist", "cifar10", "cifar100" or
+	// "cifar100-coarse".
 	Name  string
 	Split Split
 
@@ -95,7 +101,14 @@ type Dataset struct {
 
 	// Mean and Std are the values that Normalize subtracted and divided by. Both are 0 until then.
 	Mean, Std float32
+
+	// ChannelMean and ChannelStd are the per-channel values that NormalizeChannels subtracted and
+	// divided by. Both are nil until then.
+	ChannelMean, ChannelStd []float32
 }
+
+// String returns the dataset's name and split, as in "cifar10/train".
+func (d *Dataset) String() string { return d.Name + "/" + d.Split.String() }
 
 // Len returns the number of examples.
 func (d *Dataset) Len() int { return len(d.Labels) }
@@ -123,9 +136,8 @@ func (d *Dataset) Normalize(mean, std float32) error {
 		return fmt.Errorf("normalizing %s/%s with mean %g and std %g: std must be positive, and mean and std finite",
 			d.Name, d.Split, mean, std)
 	}
-	if d.Std != 0 {
-		return fmt.Errorf("normalizing %s/%s: already normalized with mean %g and std %g",
-			d.Name, d.Split, d.Mean, d.Std)
+	if err := d.checkNotNormalized(); err != nil {
+		return err
 	}
 	invStd := 1 / std
 	for i, x := range d.Images {
@@ -133,6 +145,90 @@ func (d *Dataset) Normalize(mean, std float32) error {
 	}
 	d.Mean, d.Std = mean, std
 	return nil
+}
+
+// NormalizeChannels replaces every value x of channel c with (x - mean[c]) / std[c], in place, and
+// records copies of mean and std in the ChannelMean and ChannelStd fields. It returns an error if
+// mean or std does not have one value per channel, if a std is not a positive finite number or
+// if the dataset is already normalized.
+func (d *Dataset) NormalizeChannels(mean, std []float32) error {
+	if len(mean) != d.Channels || len(std) != d.Channels {
+		return fmt.Errorf("normalizing %s per channel: got %d means and %d stds for %d channels; pass one of each per channel",
+			d, len(mean), len(std), d.Channels)
+	}
+	if err := checkChannelStats(mean, std); err != nil {
+		return fmt.Errorf("normalizing %s per channel: %w", d, err)
+	}
+	if err := d.checkNotNormalized(); err != nil {
+		return err
+	}
+	normalizeChannels(d.Images, mean, std)
+	d.ChannelMean, d.ChannelStd = slices.Clone(mean), slices.Clone(std)
+	return nil
+}
+
+// checkChannelStats returns an error if a mean is not finite or a std is not a positive finite
+// number.
+func checkChannelStats(mean, std []float32) error {
+	for c := range mean {
+		m, s := float64(mean[c]), float64(std[c])
+		if !(s > 0) || math.IsInf(s, 0) || math.IsNaN(m) || math.IsInf(m, 0) {
+			return fmt.Errorf("channel %d has mean %g and std %g: std must be positive, and mean and std finite", c, m, s)
+		}
+	}
+	return nil
+}
+
+// normalizeChannels replaces every value x of channel c in the NHWC values with
+// (x - mean[c]) / std[c], where the number of channels is len(mean).
+func normalizeChannels(values, mean, std []float32) {
+	channels := len(mean)
+	invStd := make([]float32, channels)
+	for c, s := range std {
+		invStd[c] = 1 / s
+	}
+	for i := 0; i < len(values); i += channels {
+		for c := range channels {
+			values[i+c] = (values[i+c] - mean[c]) * invStd[c]
+		}
+	}
+}
+
+// checkNotNormalized returns an error if Normalize or NormalizeChannels has been applied.
+func (d *Dataset) checkNotNormalized() error {
+	if d.Std != 0 {
+		return fmt.Errorf("normalizing %s: already normalized with mean %g and std %g", d, d.Mean, d.Std)
+	}
+	if d.ChannelStd != nil {
+		return fmt.Errorf("normalizing %s: already normalized with channel means %v and stds %v",
+			d, d.ChannelMean, d.ChannelStd)
+	}
+	return nil
+}
+
+// PixelMeanStdPerChannel returns the mean and the population standard deviation of each channel
+// over all pixels in Images, accumulated in float64. Both slices have Channels values, all 0 when
+// the dataset is empty.
+func (d *Dataset) PixelMeanStdPerChannel() (mean, std []float64) {
+	mean = make([]float64, d.Channels)
+	std = make([]float64, d.Channels)
+	if len(d.Images) == 0 || d.Channels <= 0 {
+		return mean, std
+	}
+	sumSquares := make([]float64, d.Channels)
+	for i := 0; i < len(d.Images); i += d.Channels {
+		for c := range d.Channels {
+			x := float64(d.Images[i+c])
+			mean[c] += x
+			sumSquares[c] += x * x
+		}
+	}
+	n := float64(len(d.Images) / d.Channels)
+	for c := range d.Channels {
+		mean[c] /= n
+		std[c] = math.Sqrt(max(0, sumSquares[c]/n-mean[c]*mean[c]))
+	}
+	return mean, std
 }
 
 // PixelMeanStd returns the mean and the population standard deviation over all pixel values in

@@ -52,5 +52,6 @@ def epoch_order(n, seed, epoch):
     return order
 
 
-for epoch in (0, 1):
-    print(f"seed 1, epoch {epoch}:", epoch_order(10, 1, epoch))
+if __name__ == "__main__":
+    for epoch in (0, 1):
+        print(f"seed 1, epoch {epoch}:", epoch_order(10, 1, epoch))
