@@ -125,7 +125,7 @@ type Config struct {
 	NormEpsilon float64
 	// ProjectionTolerance zeroes g_v when |g_v| <= ProjectionTolerance * |g_s|: a g_s parallel to g
 	// leaves only rounding error in g_v, which the reuse step would otherwise rescale to the size of
-	// |g|. The default is 1e-5, raised to 8 machine epsilons for float16 and bfloat16.
+	// |g|. The default is 1e-5, raised to one machine epsilon for float16 (2^-10) and bfloat16 (2^-7).
 	ProjectionTolerance float64
 	// ASAMEta is eta in ASAM's T = |w| + eta (default 0.01, as in Kwon et al.).
 	ASAMEta float64

@@ -325,7 +325,7 @@ func TestNonFiniteGradientOnReuseStep(t *testing.T) {
 								return Add(ReduceAllSum(Mul(a, ca)), MulScalar(ReduceAllSum(Mul(Square(b), a)), 0.5))
 							},
 						}
-						// rho = 2 keeps |g_v| / |g_s| above the bfloat16 projection tolerance of 1/16.
+						// rho = 2 keeps |g_v| / |g_s| above the bfloat16 projection tolerance of 2^-7.
 						h := newHarness(t, Config{Rule: rule, Base: base, Rho: 2, Alpha: 0.7, K: 2, PerTensor: perTensor}, p)
 						first := h.run(0.01)
 						assert.Greater(t, first["g_v_norm"], 0.0, "%s: g_v stored by the SAM step", name)
@@ -371,26 +371,23 @@ func TestNonFinitePerturbedGradient(t *testing.T) {
 	})
 }
 
-func TestBFloat16ToleranceZeroesSmallGv(t *testing.T) {
-	// For bfloat16 parameters g_v is zeroed below 1/16 of |g_s|. On the hidden-layer classifier at
-	// rho 0.05, |g_v| / |g_s| stays within a few percent, so in bfloat16 every SAM step stores
-	// g_v = 0 and LookSAM runs as SAM-k, while float32 keeps g_v.
-	for _, dtype := range []dtypes.DType{dtypes.Float32, dtypes.BFloat16} {
-		p := hiddenLayerClassifier(2)
-		p.dtype = dtype
-		h := newHarness(t, Config{Rule: RuleLookSAM, Base: BaseAdamW, Rho: 0.05, Alpha: 0.1, K: 5}, p)
-		for step := range 40 {
-			kind := h.opt.Kind(h.step)
-			d := h.run(0.01)
-			if kind != KindSAM {
-				continue
-			}
-			if dtype == dtypes.BFloat16 {
-				assert.Equal(t, 0.0, d["g_v_norm"], "%s: step %d: |g_v|", dtype, step)
-			} else {
-				assert.Greater(t, d["g_v_norm"], 0.0, "%s: step %d: |g_v|", dtype, step)
-				assert.Less(t, d["g_v_norm"]/d["perturbed_grad_norm"], 1.0/16, "%s: step %d: |g_v| / |g_s|", dtype, step)
-			}
+func TestBFloat16ToleranceFloor(t *testing.T) {
+	// For bfloat16 parameters g_v is zeroed when |g_v| <= 2^-7 |g_s| (one machine epsilon), the
+	// size of the rounding error of a projection of bfloat16 gradients. With rho = 0.5 on the
+	// hidden-layer classifier, |g_v| / |g_s| is above that on some SAM steps, and a stored g_v is
+	// never below it.
+	p := hiddenLayerClassifier(2)
+	p.dtype = dtypes.BFloat16
+	h := newHarness(t, Config{Rule: RuleLookSAM, Base: BaseAdamW, Rho: 0.5, Alpha: 0.1, K: 5}, p)
+	kept := 0
+	for step := range 40 {
+		kind := h.opt.Kind(h.step)
+		d := h.run(0.01)
+		if kind != KindSAM || d["g_v_norm"] == 0 {
+			continue
 		}
+		kept++
+		assert.Greater(t, d["g_v_norm"]/d["perturbed_grad_norm"], math.Pow(2, -7), "step %d: |g_v| / |g_s|", step)
 	}
+	assert.Positive(t, kept, "no SAM step kept g_v in bfloat16")
 }

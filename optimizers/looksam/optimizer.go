@@ -294,15 +294,16 @@ func (o *Optimizer) orthogonalComponent(grads, gs []*Node, paramDType dtypes.DTy
 	return gv
 }
 
-// projectionTolerance returns ProjectionTolerance, raised to 8 machine epsilons of the parameter
-// dtype for float16 (2^-10) and bfloat16 (2^-7), whose gradients carry that much rounding error.
+// projectionTolerance returns ProjectionTolerance, raised to one machine epsilon of the parameter
+// dtype for float16 (2^-10) and bfloat16 (2^-7): g and g_s rounded to these dtypes leave a g_v of
+// up to about that relative size even when g_s is parallel to g.
 func (o *Optimizer) projectionTolerance(paramDType dtypes.DType) float64 {
 	tolerance := o.cfg.ProjectionTolerance
 	switch paramDType {
 	case dtypes.Float16:
-		tolerance = max(tolerance, 8*math.Pow(2, -10))
+		tolerance = max(tolerance, math.Pow(2, -10))
 	case dtypes.BFloat16:
-		tolerance = max(tolerance, 8*math.Pow(2, -7))
+		tolerance = max(tolerance, math.Pow(2, -7))
 	}
 	return tolerance
 }

@@ -120,7 +120,7 @@ func TestLookSAMAlphaZeroIsSAMK(t *testing.T) {
 		for _, base := range Bases {
 			for _, variant := range reductionVariants(base) {
 				look, samK := variant, variant
-				// rho = 1 makes |g_v| / |g_s| larger than the bfloat16 projection tolerance of 1/16.
+				// rho = 1 makes |g_v| / |g_s| larger than the bfloat16 projection tolerance of 2^-7.
 				look.Rule, look.Rho, look.Alpha, look.K = RuleLookSAM, 1, 0, 3
 				samK.Rule, samK.Rho, samK.K = RuleSAMK, 1, 3
 				h := newHarness(t, look, mixed.problem(dtype))

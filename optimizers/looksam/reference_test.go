@@ -80,9 +80,9 @@ func newRefOptimizer(cfg Config, dtype dtypes.DType) *refOptimizer {
 	case dtypes.Float32:
 		r.store = func(x float64) float64 { return float64(float32(x)) }
 	case dtypes.BFloat16:
-		// Rounding error of g and g_s in bfloat16 is taken for g_v below 8 machine epsilons.
+		// Rounding error of g and g_s in bfloat16 is taken for g_v below one machine epsilon.
 		r.store = roundBFloat16
-		r.projectionTol = max(r.projectionTol, 8*math.Pow(2, -7))
+		r.projectionTol = max(r.projectionTol, math.Pow(2, -7))
 	}
 	return r
 }
