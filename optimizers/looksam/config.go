@@ -57,7 +57,7 @@ const (
 	perturbAdaptive              // eps = rho * T^2 g / |T g|
 )
 
-// between is what the steps that are not SAM steps do.
+// between is the update of the steps that are not SAM steps.
 type between int
 
 const (
@@ -102,7 +102,8 @@ var Bases = []BaseName{BaseSGD, BaseAdamW, BaseLAMB}
 // models/vit names them.
 var DefaultNoDecay = []string{"bias", "scale", "offset", "cls_token", "pos_embedding"}
 
-// Config is the configuration of a sharpness-aware optimizer. Zero values of the float fields that
+// Config is the configuration of a sharpness-aware optimizer. The learning rate is not part of it:
+// the caller passes it to every step, so a schedule is computed on the host. Zero values of the float fields that
 // have a default (Beta1, Beta2, AdamEpsilon, NormEpsilon, ProjectionTolerance, ASAMEta) take it; use
 // New to validate and fill them.
 type Config struct {
@@ -117,8 +118,8 @@ type Config struct {
 	K int
 	// Alpha scales the reused component g_v on LookSAM reuse steps (alpha in LookSAM, Eq. 5). Must be >= 0.
 	Alpha float64
-	// PerTensor takes every norm, cos(theta) and the projection per parameter tensor instead of over
-	// the whole parameter vector (the paper's definition and the default).
+	// PerTensor takes every norm, cos(theta) and the projection per parameter tensor. The default
+	// takes them over the whole parameter vector, as the LookSAM paper defines them.
 	PerTensor bool
 	// NormEpsilon is added to every norm that divides (default 1e-12). A division by a norm that is
 	// exactly zero yields zero, whatever the epsilon and the dtype.
@@ -129,9 +130,6 @@ type Config struct {
 	ProjectionTolerance float64
 	// ASAMEta is eta in ASAM's T = |w| + eta (default 0.01, as in Kwon et al.).
 	ASAMEta float64
-
-	// LearningRate is not part of the configuration: the caller passes it to every step, so that a
-	// schedule is computed on the host.
 
 	// Momentum is SGD's momentum coefficient mu; 0 is plain SGD.
 	Momentum float64
