@@ -59,6 +59,9 @@ type Batch struct {
 	Size int
 	// Shape is the shape of Images: [Size, Height, Width, Channels].
 	Shape [4]int
+	// Targets holds soft class targets, shape [Size, classes], each row summing to 1, as Mixup
+	// writes them. It is nil when the labels are the only targets.
+	Targets []float32
 
 	Position
 }
