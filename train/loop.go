@@ -15,6 +15,11 @@ import (
 // RunOptions configures Run.
 type RunOptions struct {
 	Train, Test *datasets.Dataset
+	// Augment, when set, replaces Train as the source of the training examples: usually a
+	// *datasets.PadCropFlip or *datasets.RandAugment over Train. A datasets.Pipeline runs it on
+	// Workers goroutines (0 means GOMAXPROCS), visiting the examples in the order Train would.
+	Augment datasets.Source
+	Workers int
 	// Steps is the total number of training steps; the run stops when the trainer reaches it.
 	Steps int64
 	// EvalEvery evaluates on Test every this many steps; 0 evaluates only at the end.
@@ -74,10 +79,7 @@ func Run(t *Trainer, opts RunOptions) (Summary, error) {
 	if opts.Steps < t.Step() {
 		return summary, fmt.Errorf("the run is already at step %d, past the requested %d steps: raise the number of steps or use a new checkpoint directory", t.Step(), opts.Steps)
 	}
-	it, err := datasets.NewIterator(opts.Train, datasets.IteratorOptions{
-		BatchSize: t.cfg.BatchSize, Shuffle: true, Seed: t.cfg.Seed, DropLast: true,
-		StartStep: t.Step(), Prefetch: opts.Prefetch,
-	})
+	it, err := openTrainBatches(t, opts)
 	if err != nil {
 		return summary, err
 	}
@@ -121,6 +123,9 @@ func Run(t *Trainer, opts RunOptions) (Summary, error) {
 	for t.Step() < opts.Steps {
 		batch, ok := it.Next()
 		if !ok {
+			if err := it.Err(); err != nil {
+				return summary, fmt.Errorf("preparing the batch of step %d: %w", t.Step(), err)
+			}
 			return summary, fmt.Errorf("the training data ended at step %d, before step %d", t.Step(), opts.Steps)
 		}
 		result, err := t.TrainStep(batch)

@@ -31,6 +31,9 @@ type Config struct {
 	EvalBatchSize int
 	// LabelSmoothing is epsilon of label smoothing, in [0, 1).
 	LabelSmoothing float64
+	// Mixup is alpha of mixup's Beta(alpha, alpha) mixing weight; 0 turns mixup off. With mixup
+	// the step programs take soft targets instead of integer labels (see mixup.go).
+	Mixup float64
 }
 
 // Validate returns an error naming the first invalid value.
@@ -52,6 +55,9 @@ func (c Config) Validate() error {
 	}
 	if c.LabelSmoothing < 0 || c.LabelSmoothing >= 1 {
 		return fmt.Errorf("invalid label smoothing %g: it must be in [0, 1)", c.LabelSmoothing)
+	}
+	if err := c.validateMixup(); err != nil {
+		return err
 	}
 	return nil
 }
@@ -121,8 +127,9 @@ func NewTrainer(backend backends.Backend, cfg Config) (*Trainer, error) {
 }
 
 // stepGraph returns the graph function of one training step of the given kind. Its inputs are
-// images [batch, H, W, C], labels [batch] int32 and the learning rate; its outputs are the
-// optimizer's Diagnostics vector and the number of correct predictions of the batch.
+// images [batch, H, W, C], labels [batch] int32 and the learning rate. With mixup, soft targets
+// [batch, classes] float32 take the place of the labels. Its outputs are the optimizer's
+// Diagnostics vector and the number of correct predictions of the batch.
 func (t *Trainer) stepGraph(kind looksam.StepKind) func(ctx *context.Context, images, labels, lr *Node) (*Node, *Node) {
 	return func(ctx *context.Context, images, labels, lr *Node) (*Node, *Node) {
 		t.builds[kind]++
@@ -138,13 +145,13 @@ func (t *Trainer) stepGraph(kind looksam.StepKind) func(ctx *context.Context, im
 			if logits == nil {
 				logits, nextRNG = passLogits, passRNG
 			}
-			return ReduceAllMean(crossEntropy(passLogits, labels, t.cfg.LabelSmoothing))
+			return ReduceAllMean(t.trainingLoss(passLogits, labels))
 		}
 		diagnostics := t.opt.BuildStep(ctx, kind, lr, lossFn)
 		if nextRNG != rng {
 			rngVar.SetValueGraph(nextRNG)
 		}
-		return diagnostics, correctCount(logits, labels, nil)
+		return diagnostics, t.trainingCorrect(logits, labels)
 	}
 }
 
@@ -198,9 +205,11 @@ func (t *Trainer) TrainStep(b datasets.Batch) (StepResult, error) {
 	start := time.Now()
 	kind := t.opt.Kind(t.step)
 	lr := t.cfg.Schedule.At(t.step)
-	images := tensors.FromFlatDataAndDimensions(b.Images, b.Shape[:]...)
-	labels := tensors.FromFlatDataAndDimensions(b.Labels, b.Size)
-	outputs, err := t.programs[kind].Exec(images, labels, float32(lr))
+	images, targets, err := t.stepInputs(b)
+	if err != nil {
+		return StepResult{}, err
+	}
+	outputs, err := t.programs[kind].Exec(images, targets, float32(lr))
 	if err != nil {
 		return StepResult{}, fmt.Errorf("step %d (%s): %w", t.step, kind, err)
 	}

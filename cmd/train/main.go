@@ -49,6 +49,10 @@ type flags struct {
 	metrics                                   string
 	evalEvery                                 int64
 	listDevices                               bool
+
+	// Augmentation, mixup and paper presets (augment.go).
+	augmentFlags
+	preset string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -85,11 +89,16 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.metrics, "metrics", "", "JSON-lines metrics file (default: metrics.jsonl in -checkpoint-dir; \"-\" disables)")
 	fs.Int64Var(&f.evalEvery, "eval-every", 0, "steps between test evaluations (0: at the end only)")
 	fs.BoolVar(&f.listDevices, "list-devices", false, "print the backend's devices and exit")
+	f.augmentFlags.register(fs)
+	fs.StringVar(&f.preset, "preset", "", "training preset from the LookSAM paper, whose values explicit flags override: "+strings.Join(train.PresetNames(), ", "))
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q: all options are flags, see -help", fs.Arg(0))
+	}
+	if err := applyPreset(fs, f.preset); err != nil {
+		return nil, err
 	}
 	return f, nil
 }
@@ -121,8 +130,12 @@ func (f *flags) validate() error {
 	if f.dataset != "fashion-mnist" && f.dataset != "mnist" {
 		return fmt.Errorf("invalid -dataset %q: use fashion-mnist or mnist", f.dataset)
 	}
-	if _, err := vit.Preset(f.model); err != nil {
+	model, err := vit.Preset(f.model)
+	if err != nil {
 		return fmt.Errorf("invalid -model: %w", err)
+	}
+	if err := f.augmentFlags.validate(model.ImageSize); err != nil {
+		return err
 	}
 	if f.batch < 1 {
 		return fmt.Errorf("invalid -batch %d: it must be at least 1", f.batch)
@@ -167,6 +180,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err := f.validate(); err != nil {
 		return err
 	}
+	if f.preset != "" {
+		printPreset(stdout, f.preset)
+	}
 
 	// Backend.
 	dotgrad.Install()
@@ -201,6 +217,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "data: %s, %d training and %d test images of %dx%dx%d\n",
 		f.dataset, trainData.Len(), testData.Len(), trainData.Height, trainData.Width, trainData.Channels)
+	fmt.Fprintf(stdout, "augmentation: %s\n", f.augmentFlags.describe())
 
 	// Model, optimizer and schedule.
 	modelCfg, _ := vit.Preset(f.model)
@@ -218,6 +235,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	cfg := train.Config{
 		Model: modelCfg, Optimizer: f.optimizerConfig(), Seed: f.seed, BatchSize: f.batch,
 		LabelSmoothing: f.smoothing,
+		Mixup:          f.mixup,
 		Schedule:       train.Schedule{Peak: f.lr, Floor: f.minLR, Warmup: f.warmup, Total: steps, Decay: f.decay},
 	}
 	trainer, err := train.NewTrainer(backend, cfg)
@@ -263,7 +281,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	summary, err := train.Run(trainer, train.RunOptions{
 		Train: trainData, Test: testData, Steps: steps, EvalEvery: f.evalEvery,
 		CheckpointDir: f.checkpointDir, CheckpointEvery: f.checkpointEvery, CheckpointKeep: f.keep,
-		Metrics: metrics, Progress: stdout,
+		Metrics: metrics, Progress: stdout, Augment: f.augmentFlags.source(trainData),
 	})
 	if err != nil {
 		return err
