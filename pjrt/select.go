@@ -11,16 +11,18 @@ import (
 
 	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/backends/simplego"
+	"github.com/looksam/vitsam/graphx/dotgrad"
 )
 
 // GoBackendConfig is the configuration of the pure-Go backend that Select creates for "go" and
 // for "auto" when no PJRT plugin is usable. Its format is GOMLX_BACKEND's: "go:" followed by the
 // comma-separated options of github.com/gomlx/gomlx/backends/simplego.
 //
-// NOTE: parallelism=-1 (no limit on worker goroutines) is provisional. It avoided a hang in large
-// DotGeneral calls that GoMLX v0.26.0 showed at its default parallelism, and the best value is
-// still being measured. Change it here; programs may also assign it before calling Select.
-var GoBackendConfig = "go:parallelism=-1"
+// It is dotgrad.RecommendedGoBackendConfig: with the DotGeneral-based gradients of graphx/dotgrad,
+// GoMLX v0.26.0's pure-Go backend deadlocks at its default parallelism, and that constant's doc
+// gives the reason and the measurements behind the choice. Programs may assign another value
+// before calling Select.
+var GoBackendConfig = dotgrad.RecommendedGoBackendConfig
 
 // AutoConfig is the configuration that lets Select choose the backend; "" means the same.
 const AutoConfig = "auto"

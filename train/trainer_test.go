@@ -11,14 +11,19 @@ import (
 	_ "github.com/gomlx/gomlx/backends/simplego"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/looksam/vitsam/datasets"
+	"github.com/looksam/vitsam/graphx/dotgrad"
 	"github.com/looksam/vitsam/models/vit"
 	"github.com/looksam/vitsam/optimizers/looksam"
+	"github.com/looksam/vitsam/pjrt"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
+// testBackend is the pure-Go backend as cmd/train configures it, with the gradients of graphx/dotgrad
+// installed, so the tests run the same graphs as training.
 var testBackend = func() backends.Backend {
-	b, err := backends.NewWithConfig("go")
+	dotgrad.Install()
+	b, err := backends.NewWithConfig(pjrt.GoBackendConfig)
 	if err != nil {
 		panic(err)
 	}
