@@ -34,6 +34,17 @@ type Config struct {
 	// Mixup is alpha of mixup's Beta(alpha, alpha) mixing weight; 0 turns mixup off. With mixup
 	// the step programs take soft targets instead of integer labels (see mixup.go).
 	Mixup float64
+
+	// Devices is the number of devices that share each batch (data parallelism); 0 and 1 mean one
+	// device. More than one needs a backend with that many devices (XLA), a BatchSize that divides
+	// by it, and rounds EvalBatchSize up to a multiple of it.
+	Devices int
+	// PerReplicaPerturbation computes the SAM perturbation on each device from the gradient of
+	// its slice of the batch, instead of from the gradient averaged over the devices.
+	PerReplicaPerturbation bool
+	// DumpHLODir, when set, receives the StableHLO text of every program that the XLA backend
+	// compiles for this trainer, one NAME.mlir file per program.
+	DumpHLODir string
 }
 
 // Validate returns an error naming the first invalid value.
@@ -49,6 +60,9 @@ func (c Config) Validate() error {
 	}
 	if c.BatchSize < 1 {
 		return fmt.Errorf("invalid batch size %d: it must be at least 1", c.BatchSize)
+	}
+	if err := c.validateDevices(); err != nil {
+		return err
 	}
 	if c.EvalBatchSize < 0 {
 		return fmt.Errorf("invalid evaluation batch size %d: it must be at least 1, or 0 for the default", c.EvalBatchSize)
@@ -79,6 +93,7 @@ type Trainer struct {
 
 	programs map[looksam.StepKind]*context.Exec
 	eval     *context.Exec
+	parallel *dataParallel // nil on one device
 	builds   map[looksam.StepKind]int
 	step     int64
 }
@@ -111,14 +126,17 @@ func NewTrainer(backend backends.Backend, cfg Config) (*Trainer, error) {
 	}
 	t.ctx.InAbsPath(trainScope).VariableWithValue(rngName, rngState).SetTrainable(false)
 
+	if err := t.setupDevices(); err != nil {
+		return nil, err
+	}
 	for _, kind := range opt.Kinds() {
-		exec, err := context.NewExecAny(backend, t.ctx, t.stepGraph(kind))
+		exec, err := t.newStepProgram(kind)
 		if err != nil {
 			return nil, fmt.Errorf("creating the %s step program: %w", kind, err)
 		}
 		t.programs[kind] = exec.WithName("train_step_" + string(kind))
 	}
-	eval, err := context.NewExecAny(backend, t.ctx, t.evalGraph)
+	eval, err := t.newEvalProgram()
 	if err != nil {
 		return nil, fmt.Errorf("creating the evaluation program: %w", err)
 	}
@@ -147,7 +165,7 @@ func (t *Trainer) stepGraph(kind looksam.StepKind) func(ctx *context.Context, im
 			}
 			return ReduceAllMean(t.trainingLoss(passLogits, labels))
 		}
-		diagnostics := t.opt.BuildStep(ctx, kind, lr, lossFn)
+		diagnostics := t.opt.BuildStepWith(ctx, kind, lr, lossFn, t.stepOptions())
 		if nextRNG != rng {
 			rngVar.SetValueGraph(nextRNG)
 		}
@@ -209,7 +227,7 @@ func (t *Trainer) TrainStep(b datasets.Batch) (StepResult, error) {
 	if err != nil {
 		return StepResult{}, err
 	}
-	outputs, err := t.programs[kind].Exec(images, targets, float32(lr))
+	outputs, err := t.runStep(kind, images, targets, float32(lr))
 	if err != nil {
 		return StepResult{}, fmt.Errorf("step %d (%s): %w", t.step, kind, err)
 	}
@@ -251,7 +269,7 @@ func (t *Trainer) Evaluate(d *datasets.Dataset) (loss, accuracy float64, err err
 		for i := range mask {
 			mask[i] = i < count
 		}
-		outputs, err := t.eval.Exec(
+		outputs, err := t.runEval(
 			tensors.FromFlatDataAndDimensions(images, batch, d.Height, d.Width, d.Channels),
 			tensors.FromFlatDataAndDimensions(labels, batch),
 			tensors.FromFlatDataAndDimensions(mask, batch))
