@@ -99,7 +99,7 @@ func (t *Trainer) setupDevices() error {
 	}
 	if have := t.backend.NumDevices(); have < devices {
 		return fmt.Errorf("data parallelism over %d devices needs a backend with at least %d devices, but backend %s has %d: "+
-			"use the XLA backend (it simulates N CPU devices with pjrt.Options.CPUDeviceCount) or lower the device count",
+			"use an XLA backend (on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N simulates N devices) or lower the device count",
 			devices, devices, t.backend.Name(), have)
 	}
 	mesh, err := distributed.NewDeviceMesh([]int{devices}, []string{replicaAxis})

@@ -30,25 +30,28 @@ import (
 // flags holds the command line.
 type flags struct {
 	dataset, dataDir, model, optimizer, base string
-	k                                         int
-	rho, alpha                                float64
-	perTensor                                 bool
-	batch, epochs                             int
-	steps                                     int64
-	lr, minLR                                 float64
-	warmup                                    int64
-	decay                                     string
-	weightDecay, momentum, clip, smoothing    float64
-	dropout                                   float64
-	seed                                      uint64
-	backend                                   string
-	checkpointDir                             string
-	checkpointEvery                           int64
-	keep                                      int
-	noResume                                  bool
-	metrics                                   string
-	evalEvery                                 int64
-	listDevices                               bool
+	k                                        int
+	rho, alpha                               float64
+	perTensor                                bool
+	batch, epochs                            int
+	steps                                    int64
+	lr, minLR                                float64
+	warmup                                   int64
+	decay                                    string
+	weightDecay, momentum, clip, smoothing   float64
+	dropout                                  float64
+	seed                                     uint64
+	backend                                  string
+	checkpointDir                            string
+	checkpointEvery                          int64
+	keep                                     int
+	noResume                                 bool
+	metrics                                  string
+	evalEvery                                int64
+	listDevices                              bool
+	devices                                  int
+	perReplica                               bool
+	dumpHLO                                  string
 
 	// Augmentation, mixup and paper presets (augment.go).
 	augmentFlags
@@ -89,6 +92,9 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.metrics, "metrics", "", "JSON-lines metrics file (default: metrics.jsonl in -checkpoint-dir; \"-\" disables)")
 	fs.Int64Var(&f.evalEvery, "eval-every", 0, "steps between test evaluations (0: at the end only)")
 	fs.BoolVar(&f.listDevices, "list-devices", false, "print the backend's devices and exit")
+	fs.IntVar(&f.devices, "devices", 1, "devices that share each batch, data-parallel (0: every device of the backend; more than 1 needs XLA)")
+	fs.BoolVar(&f.perReplica, "per-replica-perturbation", false, "compute SAM's eps on each device from its local gradient (m-sharpness) instead of the averaged one")
+	fs.StringVar(&f.dumpHLO, "dump-hlo", "", "directory that receives the StableHLO text of each compiled program (XLA backend)")
 	f.augmentFlags.register(fs)
 	fs.StringVar(&f.preset, "preset", "", "training preset from the LookSAM paper, whose values explicit flags override: "+strings.Join(train.PresetNames(), ", "))
 	if err := fs.Parse(args); err != nil {
@@ -148,6 +154,9 @@ func (f *flags) validate() error {
 	}
 	if f.dropout >= 1 {
 		return fmt.Errorf("invalid -dropout %g: it must be in [0, 1)", f.dropout)
+	}
+	if f.devices < 0 {
+		return fmt.Errorf("invalid -devices %d: it must be at least 1, or 0 for every device", f.devices)
 	}
 	if f.evalEvery < 0 || f.checkpointEvery < 0 || f.keep < 0 {
 		return fmt.Errorf("invalid -eval-every %d, -checkpoint-every %d or -keep %d: none may be negative", f.evalEvery, f.checkpointEvery, f.keep)
@@ -237,6 +246,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		LabelSmoothing: f.smoothing,
 		Mixup:          f.mixup,
 		Schedule:       train.Schedule{Peak: f.lr, Floor: f.minLR, Warmup: f.warmup, Total: steps, Decay: f.decay},
+	}
+	cfg.Devices, cfg.PerReplicaPerturbation, cfg.DumpHLODir = f.devices, f.perReplica, f.dumpHLO
+	if cfg.Devices == 0 {
+		cfg.Devices = len(choice.Devices)
 	}
 	trainer, err := train.NewTrainer(backend, cfg)
 	if err != nil {

@@ -1,9 +1,10 @@
 package dotgrad
 
 // RecommendedGoBackendConfig is the pure-Go backend configuration to use with the gradients of this
-// package, for backends.NewWithConfig or the GOMLX_BACKEND environment variable. It runs the ops of
-// a program one at a time, with DotGeneral and Erf still split over all cores. By the reasoning
-// below it cannot deadlock, while the default configuration does.
+// package, for backends.NewWithConfig or the GOMLX_BACKEND environment variable. It lifts the limit
+// on worker goroutines, so ops run concurrently with each other and DotGeneral and Erf split their
+// work over all cores. By the reasoning below it cannot deadlock, while the default configuration
+// does.
 //
 // Why the default deadlocks (GoMLX v0.26.0, backends/simplego): the workers pool admits
 // 2 x parallelism running tasks, and parallelism defaults to runtime.NumCPU(). When one program
@@ -28,34 +29,30 @@ package dotgrad
 // A larger finite parallelism only makes the deadlock rarer, because it then needs
 // 2 x parallelism blocked ops at once.
 //
-// Measured with BenchmarkViTGrad (4 blocks, batch 128, 50 tokens, hidden 64, 4 heads, MLP 256) and
-// the gradients of this package, on a 2-core Intel Xeon shared with other jobs (load average 3 to
-// 9). Each run is its own process with -test.benchtime 3x, and peak RSS comes from /usr/bin/time.
-// Three interleaved rounds of four configurations gave:
+// Measured on a quiet 2-core Intel Xeon (load average below 2), with the training step of the
+// default CPU model (models/vit preset mnist-p7, AdamW, batch 128) in cmd/bench, one process per
+// configuration:
 //
-//	configuration       s/step, rounds 1-3    peak RSS
-//	go                  hung in 6 of 6 tries, each given 40 to 150 s
-//	go:ops_sequential   8.0, 10.2, 8.7        432-440 MB
-//	go:parallelism=-1   9.2, 10.7, 7.6        532-619 MB
-//	go:parallelism=4    9.0, 8.1, 9.1         429-652 MB
-//	go:parallelism=0    9.1, 6.0, 10.6        547-621 MB
+//	go run ./cmd/bench -backend go:parallelism=-1 -configs adamw,sam,looksam:5 -rounds 2 -steps 5
+//	go run ./cmd/bench -backend go:ops_sequential -configs adamw,looksam:5 -rounds 2 -steps 5
 //
-// Those rounds and nine more alternating pairs gave, in s/step:
+//	configuration       plain step, median (min-max)
+//	go:parallelism=-1   0.704 s (0.657-0.813)
+//	go:ops_sequential   1.235 s (1.042-1.319)
 //
-//	go:ops_sequential   8.0 10.2 8.7 5.2 8.8 7.3 5.5 5.3 4.2 6.6 9.4 4.2    median 7.0
-//	go:parallelism=-1   9.2 10.7 7.6 8.5 10.8 8.2 7.5 5.5 6.9 9.1 4.5 4.0   median 7.9
+// Overlapping independent ops pays here because every op but DotGeneral and Erf runs on one core.
+// Runs of BenchmarkViTGrad (4 blocks, batch 128, 50 tokens, hidden 64, 4 heads, MLP 256) on the
+// same machine while other jobs kept its load average at 3 to 9 could not tell the two apart
+// (median 7.0 s for ops_sequential and 7.9 s for parallelism=-1 over 12 runs each), and showed
+// ops_sequential with a lower peak RSS: 408-440 MB against 532-653 MB. "go:ops_sequential" is the
+// choice when memory matters more than time.
 //
-// Sequential ops were faster in 9 of the 12 pairs, and their peak RSS stayed at 408-440 MB against
-// 532-653 MB. Running this package's tests under go test -race reports data races inside
-// simplego's concurrent executor (exec.go, executeParallel) for "go", "go:parallelism=-1" and
-// "go:parallelism=4", and none for "go:ops_sequential" or "go:parallelism=0".
-//
-// A CPU profile at parallelism 0 puts 84% of the time in DotGeneral, so overlapping the other ops
-// has little to gain.
-//
-// NOTE: these timings come from a loaded 2-core machine. With many cores, running independent ops
-// concurrently ("go:parallelism=-1", also deadlock-free) may pay off, which was not measured.
+// NOTE: go test -race reports data races inside simplego's concurrent executor (exec.go,
+// executeParallel) for every configuration that runs ops concurrently, GoMLX's default included,
+// and none for "go:ops_sequential" or "go:parallelism=0". The race found is a read of a buffer's
+// use count without the lock; a stale read only makes the op copy its input instead of reusing it
+// in place, which wastes memory but does not change results.
 //
 // To reproduce the deadlock, run BenchmarkViTGrad with -vit_configs go under timeout -s QUIT,
 // which prints the goroutine stacks, because go test -timeout does not cover benchmarks.
-const RecommendedGoBackendConfig = "go:ops_sequential"
+const RecommendedGoBackendConfig = "go:parallelism=-1"
