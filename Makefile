@@ -33,9 +33,18 @@ data:
 	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist
 
-# Runs every test. XLA tests run when a PJRT plugin is installed (make xla-cpu) and skip otherwise.
+# Runs every test, then the optimizer's hand-computed cases on the XLA backend (float16 included,
+# which the pure-Go backend lacks) when the PJRT CPU plugin is installed. Without a plugin the XLA
+# tests skip and say so; `make xla-cpu` installs one.
+XLA_OPTIMIZER_TESTS ?= TestReuseStepUsesGv|TestSAMHandsBaseGs|TestSAMGradientAtPerturbedWeights|TestRhoZeroEqualsBase|TestStepCountMovesOncePerStep|TestLAMB|TestClipByGlobalNormOnce|TestZeroGradientGivesFiniteStep|TestLayerSAMZeroGradientTensor|TestParallelGsGivesZeroGv
 test:
-	$(GO) test -timeout 20m ./...
+	$(GO) test -count=1 -timeout 20m ./...
+	@if ls $(VENV)/lib/python3*/site-packages/xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so >/dev/null 2>&1; then \
+	  echo "Optimizer cases on the XLA backend:"; \
+	  VITSAM_TEST_BACKEND=xla:cpu $(GO) test -count=1 -timeout 10m -run '$(XLA_OPTIMIZER_TESTS)' ./optimizers/looksam/; \
+	else \
+	  echo "No PJRT CPU plugin in $(VENV): the optimizer cases ran on the pure-Go backend only (make xla-cpu installs it)"; \
+	fi
 
 # The fast subset: slow training tests skip under -short.
 test-short:

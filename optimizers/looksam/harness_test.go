@@ -1,7 +1,9 @@
 package looksam
 
 import (
+	"fmt"
 	"math"
+	"os"
 	"strings"
 	"testing"
 
@@ -11,6 +13,7 @@ import (
 	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:staticcheck
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
+	"github.com/looksam/vitsam/pjrt"
 	"github.com/stretchr/testify/require"
 )
 
@@ -33,11 +36,24 @@ type harness struct {
 	step     int64
 }
 
+// testBackendEnv names the environment variable that selects the backend of these tests, in
+// cmd/train's -backend syntax ("xla:cpu", for example). The pure-Go backend is the default.
+const testBackendEnv = "VITSAM_TEST_BACKEND"
+
 var testBackend = func() backends.Backend {
-	b, err := backends.NewWithConfig("go")
-	if err != nil {
-		panic(err)
+	config := os.Getenv(testBackendEnv)
+	if config == "" {
+		b, err := backends.NewWithConfig("go")
+		if err != nil {
+			panic(err)
+		}
+		return b
 	}
+	b, choice, err := pjrt.Select(config)
+	if err != nil {
+		panic(fmt.Sprintf("%s=%q: %v", testBackendEnv, config, err))
+	}
+	fmt.Println(choice)
 	return b
 }()
 
