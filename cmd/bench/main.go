@@ -147,8 +147,20 @@ func run(args []string, stdout, stderr io.Writer) error {
 	jsonPath := fs.String("json", "", "write the results as JSON to this file")
 	csvPath := fs.String("csv", "", "write the results as CSV to this file")
 	plotPath := fs.String("plot", "", "write a PNG plot of the cost ratio against k to this file")
+	fromJSON := fs.String("from-json", "", "measure nothing: read the results of an earlier -json file, print them and write -csv and -plot")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *fromJSON != "" {
+		data, err := os.ReadFile(*fromJSON)
+		if err != nil {
+			return fmt.Errorf("reading -from-json: %w", err)
+		}
+		var results []Result
+		if err := json.Unmarshal(data, &results); err != nil {
+			return fmt.Errorf("reading -from-json %s: %w", *fromJSON, err)
+		}
+		return report(stdout, results, "", *csvPath, *plotPath)
 	}
 	configs, err := parseConfigs(*configList)
 	if err != nil {
@@ -224,22 +236,27 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
+	return report(stdout, results, *jsonPath, *csvPath, *plotPath)
+}
+
+// report prints the results and writes each output file whose path is not empty.
+func report(stdout io.Writer, results []Result, jsonPath, csvPath, plotPath string) error {
 	printTable(stdout, results)
-	if *jsonPath != "" {
-		if err := writeJSON(*jsonPath, results); err != nil {
+	if jsonPath != "" {
+		if err := writeJSON(jsonPath, results); err != nil {
 			return err
 		}
 	}
-	if *csvPath != "" {
-		if err := writeCSV(*csvPath, results); err != nil {
+	if csvPath != "" {
+		if err := writeCSV(csvPath, results); err != nil {
 			return err
 		}
 	}
-	if *plotPath != "" {
-		if err := plotCost(*plotPath, results); err != nil {
+	if plotPath != "" {
+		if err := plotCost(plotPath, results); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "bench: plot written to %s\n", *plotPath)
+		fmt.Fprintf(stdout, "bench: plot written to %s\n", plotPath)
 	}
 	return nil
 }

@@ -79,6 +79,7 @@ func plotCost(path string, results []Result) error {
 		p.Legend.Add(fmt.Sprintf("sam (every step): %.2f", samRatio), sam)
 	}
 	p.Y.Min = 0.9
+	p.Y.Max = max(2.3, samRatio+0.3)
 	p.Legend.Top = true
 	if err := p.Save(6*vg.Inch, 4*vg.Inch, path); err != nil {
 		return fmt.Errorf("writing plot %s: %w", path, err)
