@@ -33,6 +33,7 @@ type flags struct {
 	k                                        int
 	rho, alpha                               float64
 	perTensor                                bool
+	layerRatioMax                            float64
 	batch, epochs                            int
 	steps                                    int64
 	lr, minLR                                float64
@@ -70,6 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.IntVar(&f.k, "k", 0, "period of SAM steps for sam-k, looksam and looklayersam (0: 5 for those rules, 1 for the others)")
 	fs.Float64Var(&f.rho, "rho", 0.1, "perturbation radius rho")
 	fs.Float64Var(&f.alpha, "alpha", 0.1, "LookSAM's weight alpha of the reused g_v component")
+	fs.Float64Var(&f.layerRatioMax, "layer-ratio-max", 0, "cap on LayerSAM's |w_i|/|g_i| (0: no cap, as in the paper)")
 	fs.BoolVar(&f.perTensor, "per-tensor", false, "take norms and the g_v projection per tensor instead of over the whole parameter vector")
 	fs.IntVar(&f.batch, "batch", 128, "batch size")
 	fs.IntVar(&f.epochs, "epochs", 3, "epochs over the training split (ignored when -steps is set)")
@@ -125,7 +127,7 @@ func (f *flags) optimizerConfig() looksam.Config {
 		rule, base = looksam.RuleNone, looksam.BaseName(f.optimizer)
 	}
 	return looksam.Config{
-		Rule: rule, Base: base, Rho: f.rho, K: f.k, Alpha: f.alpha, PerTensor: f.perTensor,
+		Rule: rule, Base: base, Rho: f.rho, K: f.k, Alpha: f.alpha, PerTensor: f.perTensor, LayerRatioMax: f.layerRatioMax,
 		Momentum: f.momentum, WeightDecay: f.weightDecay, ClipNorm: f.clip,
 	}
 }

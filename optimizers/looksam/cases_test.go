@@ -245,3 +245,19 @@ func TestConfigValidation(t *testing.T) {
 		assert.Contains(t, err.Error(), c.want)
 	}
 }
+
+func TestLayerSAMRatioCap(t *testing.T) {
+	// w = (6, 8) and g = (0.3, 0.4): |w| / |g| = 20, capped at 4, so eps = rho 4 g / |g| =
+	// 0.1 * 4 * (0.6, 0.8) = (0.24, 0.32) with |eps| = 0.4; uncapped |eps| = 0.1 * 20 = 2.
+	for _, c := range []struct {
+		ratioMax, wantEps float64
+	}{{0, 2}, {4, 0.4}, {50, 2}} {
+		h := newHarness(t, Config{Rule: RuleLayerSAM, Base: BaseSGD, Rho: 0.1, LayerRatioMax: c.ratioMax},
+			linear(dtypes.Float64, []float64{6, 8}, []float64{0.3, 0.4}))
+		d := h.run(0)
+		assert.InDelta(t, c.wantEps, d["perturbation_norm"], 1e-6, "LayerRatioMax %g", c.ratioMax)
+	}
+	_, err := New(Config{Rule: RuleLayerSAM, LayerRatioMax: -1})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "layer ratio max=-1")
+}

@@ -128,6 +128,9 @@ type Config struct {
 	// leaves only rounding error in g_v, which the reuse step would otherwise rescale to the size of
 	// |g|. The default is 1e-5, raised to one machine epsilon for float16 (2^-10) and bfloat16 (2^-7).
 	ProjectionTolerance float64
+	// LayerRatioMax, when > 0, caps LayerSAM's ratio |w_i| / |g_i|, which grows without bound as
+	// |g_i| shrinks near a minimum. 0, the default, leaves it uncapped as in the LookSAM paper.
+	LayerRatioMax float64
 	// ASAMEta is eta in ASAM's T = |w| + eta (default 0.01, as in Kwon et al.).
 	ASAMEta float64
 
@@ -221,6 +224,7 @@ func (c Config) validate() error {
 		{"norm epsilon", c.NormEpsilon, c.NormEpsilon >= 0, ">= 0"},
 		{"projection tolerance", c.ProjectionTolerance, c.ProjectionTolerance >= 0 && c.ProjectionTolerance < 1, "in [0, 1)"},
 		{"ASAM eta", c.ASAMEta, c.ASAMEta >= 0, ">= 0"},
+		{"layer ratio max", c.LayerRatioMax, c.LayerRatioMax >= 0, ">= 0 (0 disables the cap)"},
 		{"momentum", c.Momentum, c.Momentum >= 0 && c.Momentum < 1, "in [0, 1)"},
 		{"beta1", c.Beta1, c.Beta1 >= 0 && c.Beta1 < 1, "in [0, 1)"},
 		{"beta2", c.Beta2, c.Beta2 >= 0 && c.Beta2 < 1, "in [0, 1)"},

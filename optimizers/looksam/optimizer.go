@@ -241,6 +241,9 @@ func (o *Optimizer) perturbation(weights, grads []*Node) []*Node {
 				denominator = gradNorms[i]
 			}
 			layerRatio := safeDiv(norm(weights[i]), gradNorms[i], epsilon) // |w_i| / |g_i|
+			if o.cfg.LayerRatioMax > 0 {
+				layerRatio = Min(layerRatio, Scalar(graph, acc, o.cfg.LayerRatioMax))
+			}
 			eps[i] = Mul(g, Mul(layerRatio, safeDiv(rhoNode, denominator, epsilon)))
 		}
 
