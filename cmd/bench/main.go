@@ -8,6 +8,7 @@
 //
 //	go run ./cmd/bench
 //	go run ./cmd/bench -configs adamw,sam,sam-k:5,looksam:5,looksam:10 -rounds 5 -json out.json -csv out.csv -plot cost.png
+//	go run ./cmd/bench -accuracy-runs runs/a/metrics.jsonl,runs/b/metrics.jsonl -accuracy-plot accuracy.png
 package main
 
 import (
@@ -19,6 +20,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -27,6 +29,7 @@ import (
 	"time"
 
 	"github.com/gomlx/gomlx/backends"
+	"github.com/looksam/vitsam/cmd/internal/curves"
 	"github.com/looksam/vitsam/datasets"
 	"github.com/looksam/vitsam/graphx/dotgrad"
 	"github.com/looksam/vitsam/models/vit"
@@ -147,9 +150,22 @@ func run(args []string, stdout, stderr io.Writer) error {
 	jsonPath := fs.String("json", "", "write the results as JSON to this file")
 	csvPath := fs.String("csv", "", "write the results as CSV to this file")
 	plotPath := fs.String("plot", "", "write a PNG plot of the cost ratio against k to this file")
+	accuracyRuns := fs.String("accuracy-runs", "", "comma-separated metrics.jsonl files of training runs (cmd/train): with -accuracy-plot, plots their test accuracy against time, like Figure 4 of the LookSAM paper")
+	accuracyPlot := fs.String("accuracy-plot", "", "write the PNG plot of test accuracy against time of -accuracy-runs to this file")
 	fromJSON := fs.String("from-json", "", "measure nothing: read the results of an earlier -json file, print them and write -csv and -plot")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if (*accuracyRuns == "") != (*accuracyPlot == "") {
+		return errors.New("-accuracy-runs and -accuracy-plot go together: give both, or neither")
+	}
+	if *accuracyRuns != "" {
+		if err := plotAccuracy(stdout, *accuracyPlot, strings.Split(*accuracyRuns, ",")); err != nil {
+			return err
+		}
+		if *fromJSON == "" && !flagSet(fs, "configs") {
+			return nil
+		}
 	}
 	if *fromJSON != "" {
 		data, err := os.ReadFile(*fromJSON)
@@ -476,4 +492,33 @@ func writeCSV(path string, results []Result) error {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// plotAccuracy writes the test accuracy of the given metrics files against wall-clock time, each
+// run named by its directory.
+func plotAccuracy(stdout io.Writer, path string, files []string) error {
+	runs := make([]*curves.Run, len(files))
+	for i, file := range files {
+		run, err := curves.Read(file, filepath.Base(filepath.Dir(file)))
+		if err != nil {
+			return err
+		}
+		runs[i] = run
+	}
+	written, err := curves.Plot(path, "acc", "time", runs, 0)
+	if err != nil {
+		return err
+	}
+	if !written {
+		return fmt.Errorf("-accuracy-runs: none of %s has evaluation records; train with -eval-every to record them", strings.Join(files, ", "))
+	}
+	fmt.Fprintf(stdout, "bench: accuracy plot written to %s\n", path)
+	return nil
+}
+
+// flagSet reports whether the flag was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -77,35 +77,6 @@ func TestPlotWritesFourFiles(t *testing.T) {
 	assert.FileExists(t, filepath.Join(root, "t-acc-time.png"))
 }
 
-func TestReadMetricsJoinsResumedStretches(t *testing.T) {
-	// The first stretch logs steps 0-3 and evaluations at steps 2 and 4. The run then resumes
-	// from the checkpoint at step 2 and logs steps 2-4 with a new clock, so the records of steps
-	// 2-3 and the evaluation at step 4 are replaced.
-	path := writeMetrics(t, t.TempDir(),
-		step(0, 4, 1), step(1, 3, 2), eval(2, 0.5, 2.5), step(2, 2.5, 3), step(3, 2.4, 4), eval(4, 0.6, 4.5),
-		step(2, 2, 1), step(3, 1, 2), step(4, 0.5, 3), eval(5, 0.7, 3.5),
-	)
-	curves, err := readMetrics(path)
-	require.NoError(t, err)
-	assert.Equal(t, []point{
-		{step: 0, seconds: 1, value: 4}, {step: 1, seconds: 2, value: 3},
-		{step: 2, seconds: 5.5, value: 2}, {step: 3, seconds: 6.5, value: 1}, {step: 4, seconds: 7.5, value: 0.5},
-	}, curves.train)
-	assert.Equal(t, []point{{step: 2, seconds: 2.5, value: 50}, {step: 5, seconds: 8, value: 70}}, curves.eval)
-}
-
-func TestSmoothedIsDebiasedAverage(t *testing.T) {
-	// Weight 0.5: m_1 = 0.5*2 = 1, m_2 = 0.5*1 + 0.5*4 = 2.5, m_3 = 0.5*2.5 + 0.5*5 = 3.75,
-	// divided by 1 - 0.5^i = 0.5, 0.75, 0.875.
-	points := []point{{value: 2}, {value: 4}, {value: 5}}
-	got := smoothed(points, 0.5)
-	want := []float64{2, 2.5 / 0.75, 3.75 / 0.875}
-	for i := range want {
-		assert.InDelta(t, want[i], got[i].value, 1e-12, "point %d", i)
-	}
-	assert.Equal(t, points, smoothed(points, 0), "weight 0 keeps the raw values")
-}
-
 func TestParseFlagsErrors(t *testing.T) {
 	tests := []struct {
 		args []string
