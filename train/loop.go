@@ -37,7 +37,7 @@ type RunOptions struct {
 	Prefetch int
 }
 
-// Summary is what Run returns.
+// Summary is the outcome of Run.
 type Summary struct {
 	Steps          int64
 	TestLoss       float64

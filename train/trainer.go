@@ -182,7 +182,7 @@ func (t *Trainer) evalGraph(ctx *context.Context, images, labels, mask *Node) (*
 	return ConvertDType(lossSum, dtypes.Float32), correctCount(logits, labels, mask)
 }
 
-// StepResult is what one training step reports.
+// StepResult is the report of one training step.
 type StepResult struct {
 	Step         int64 // 0-based number of the step just taken
 	Kind         looksam.StepKind
@@ -298,7 +298,7 @@ func (t *Trainer) Restore(path string) error {
 		return err
 	}
 	if meta.Config.Model != t.cfg.Model {
-		return fmt.Errorf("checkpoint %s holds model %+v, but this run asks for %+v: use another checkpoint directory", path, meta.Config.Model, t.cfg.Model)
+		return fmt.Errorf("checkpoint %s contains model %+v, but this run requests %+v: use another checkpoint directory", path, meta.Config.Model, t.cfg.Model)
 	}
 	if a, b := meta.Config.Optimizer, t.cfg.Optimizer; a.Rule != b.Rule || a.Base != b.Base {
 		return fmt.Errorf("checkpoint %s was written by %s over %s, but this run asks for %s over %s: use another checkpoint directory",

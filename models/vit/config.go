@@ -36,7 +36,7 @@ type Config struct {
 	MLPSize          int     // Width of the hidden layer of each block's MLP.
 	Classes          int     // Number of output classes.
 	Dropout          float64 // Dropout rate after the embedding, the attention output and each MLP layer.
-	Pool             Pooling // How tokens become the classifier input.
+	Pool             Pooling // Pooling of the tokens into the classifier input.
 	LayerNormEpsilon float64 // Epsilon added to the variance in each LayerNorm.
 }
 
