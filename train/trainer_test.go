@@ -10,6 +10,7 @@ import (
 	"github.com/gomlx/gomlx/backends"
 	_ "github.com/gomlx/gomlx/backends/simplego"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"github.com/janpfeifer/must"
 	"github.com/looksam/vitsam/datasets"
 	"github.com/looksam/vitsam/graphx/dotgrad"
 	"github.com/looksam/vitsam/models/vit"
@@ -23,11 +24,7 @@ import (
 // installed, so the tests run the same graphs as training.
 var testBackend = func() backends.Backend {
 	dotgrad.Install()
-	b, err := backends.NewWithConfig(pjrt.GoBackendConfig)
-	if err != nil {
-		panic(err)
-	}
-	return b
+	return must.M1(backends.NewWithConfig(pjrt.GoBackendConfig))
 }()
 
 // syntheticDataset returns n 28x28 images of 10 classes in which class c lights up the c-th band

@@ -13,6 +13,7 @@ import (
 	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:staticcheck
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
+	"github.com/janpfeifer/must"
 	"github.com/looksam/vitsam/pjrt"
 	"github.com/stretchr/testify/require"
 )
@@ -43,11 +44,7 @@ const testBackendEnv = "VITSAM_TEST_BACKEND"
 var testBackend = func() backends.Backend {
 	config := os.Getenv(testBackendEnv)
 	if config == "" {
-		b, err := backends.NewWithConfig("go")
-		if err != nil {
-			panic(err)
-		}
-		return b
+		return must.M1(backends.NewWithConfig("go"))
 	}
 	b, choice, err := pjrt.Select(config)
 	if err != nil {
