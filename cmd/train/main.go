@@ -16,6 +16,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,8 +64,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	f := &flags{}
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.dataset, "dataset", "fashion-mnist", "dataset: fashion-mnist or mnist")
-	fs.StringVar(&f.dataDir, "data-dir", "", "directory of the dataset's IDX files (default: "+datasets.DefaultFashionMNISTDir+" for fashion-mnist, the GoMNIST module for mnist)")
+	fs.StringVar(&f.dataset, "dataset", "fashion-mnist", "dataset: "+strings.Join(datasetNames, ", "))
+	fs.StringVar(&f.dataDir, "data-dir", "", "directory of the dataset's files (default: "+datasets.DefaultFashionMNISTDir+" for fashion-mnist, the GoMNIST module for mnist; required for CIFAR)")
 	fs.StringVar(&f.model, "model", vit.DefaultPreset, "model preset: "+strings.Join(vit.PresetNames(), ", "))
 	fs.StringVar(&f.optimizer, "optimizer", string(looksam.RuleLookSAM), "update rule: "+ruleNames()+"; adamw, sgd and lamb mean that base optimizer alone")
 	fs.StringVar(&f.base, "base", string(looksam.BaseAdamW), "base optimizer: sgd, adamw or lamb")
@@ -135,8 +136,11 @@ func (f *flags) optimizerConfig() looksam.Config {
 // validate checks every flag value that does not need the data, so a bad value fails before any
 // work starts.
 func (f *flags) validate() error {
-	if f.dataset != "fashion-mnist" && f.dataset != "mnist" {
-		return fmt.Errorf("invalid -dataset %q: use fashion-mnist or mnist", f.dataset)
+	if !slices.Contains(datasetNames, f.dataset) {
+		return fmt.Errorf("invalid -dataset %q: use one of %s", f.dataset, strings.Join(datasetNames, ", "))
+	}
+	if strings.HasPrefix(f.dataset, "cifar") && f.dataDir == "" {
+		return fmt.Errorf("missing -data-dir for %s: give the directory of the CIFAR binary files (the \"binary version\" of the dataset)", f.dataset)
 	}
 	model, err := vit.Preset(f.model)
 	if err != nil {
@@ -207,24 +211,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 
 	// Data.
-	load := datasets.LoadFashionMNIST
-	mean, std := float32(datasets.FashionMNISTMean), float32(datasets.FashionMNISTStd)
-	if f.dataset == "mnist" {
-		load = datasets.LoadMNIST
-		mean, std = datasets.MNISTMean, datasets.MNISTStd
-	}
-	trainData, err := load(f.dataDir, datasets.Train)
+	trainData, testData, err := loadData(f.dataset, f.dataDir)
 	if err != nil {
-		return withInstallHint(err, f.dataset)
-	}
-	testData, err := load(f.dataDir, datasets.Test)
-	if err != nil {
-		return withInstallHint(err, f.dataset)
-	}
-	for _, d := range []*datasets.Dataset{trainData, testData} {
-		if err := d.Normalize(mean, std); err != nil {
-			return err
-		}
+		return err
 	}
 	fmt.Fprintf(stdout, "data: %s, %d training and %d test images of %dx%dx%d\n",
 		f.dataset, trainData.Len(), testData.Len(), trainData.Height, trainData.Width, trainData.Channels)
@@ -236,7 +225,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		modelCfg.Dropout = f.dropout
 	}
 	if modelCfg.ImageSize != trainData.Height || modelCfg.Channels != trainData.Channels {
-		return fmt.Errorf("model %s takes %dx%dx%d images but %s has %dx%dx%d: choose an mnist-* preset",
+		return fmt.Errorf("model %s takes %dx%dx%d images but %s has %dx%dx%d: choose an mnist-* preset for MNIST and Fashion-MNIST, a cifar10-* or cifar100-* preset for CIFAR",
 			f.model, modelCfg.ImageSize, modelCfg.ImageSize, modelCfg.Channels, f.dataset, trainData.Height, trainData.Width, trainData.Channels)
 	}
 	steps := f.steps
@@ -316,4 +305,43 @@ func withInstallHint(err error, dataset string) error {
 		return fmt.Errorf("%w (install it with: sudo apt-get install dataset-fashion-mnist, or pass -data-dir)", err)
 	}
 	return err
+}
+
+// datasetNames lists the values of -dataset.
+var datasetNames = []string{"fashion-mnist", "mnist", "cifar10", "cifar100"}
+
+// loadData loads the training and test splits of the named dataset and normalises them with the
+// dataset's mean and standard deviation (per channel for CIFAR).
+func loadData(name, dir string) (trainData, testData *datasets.Dataset, err error) {
+	load := func(split datasets.Split) (*datasets.Dataset, error) {
+		var d *datasets.Dataset
+		var err error
+		switch name {
+		case "mnist":
+			if d, err = datasets.LoadMNIST(dir, split); err == nil {
+				err = d.Normalize(datasets.MNISTMean, datasets.MNISTStd)
+			}
+		case "cifar10":
+			if d, err = datasets.LoadCIFAR10(dir, split); err == nil {
+				err = d.NormalizeChannels(datasets.CIFAR10Mean[:], datasets.CIFAR10Std[:])
+			}
+		case "cifar100":
+			if d, err = datasets.LoadCIFAR100(dir, split, datasets.CIFAR100Fine); err == nil {
+				err = d.NormalizeChannels(datasets.CIFAR100Mean[:], datasets.CIFAR100Std[:])
+			}
+		default:
+			if d, err = datasets.LoadFashionMNIST(dir, split); err != nil {
+				return nil, withInstallHint(err, name)
+			}
+			err = d.Normalize(datasets.FashionMNISTMean, datasets.FashionMNISTStd)
+		}
+		return d, err
+	}
+	if trainData, err = load(datasets.Train); err != nil {
+		return nil, nil, err
+	}
+	if testData, err = load(datasets.Test); err != nil {
+		return nil, nil, err
+	}
+	return trainData, testData, nil
 }

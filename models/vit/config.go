@@ -122,9 +122,18 @@ func mnist(patch, hidden, depth, heads, mlp int) Config {
 	}
 }
 
+// cifar returns a 32x32 RGB configuration with the given number of classes, sized for a CPU.
+func cifar(classes, patch, hidden, depth, heads, mlp int) Config {
+	return Config{
+		ImageSize: 32, Channels: 3, PatchSize: patch, Hidden: hidden, Depth: depth, Heads: heads,
+		MLPSize: mlp, Classes: classes, Dropout: 0, Pool: PoolMean, LayerNormEpsilon: 1e-6,
+	}
+}
+
 // Presets are the named model configurations. The Ti, S and B sizes are those of the ViT and DeiT
 // papers at patch 16 and 32 for 224x224 ImageNet input. The "mnist-*" presets take 28x28 greyscale
-// input and are sized so that a training step fits a 2-core CPU.
+// input and the "cifar*" presets 32x32 RGB input; both are sized so that a training step fits a
+// 2-core CPU.
 var Presets = map[string]Config{
 	"ti16": imageNet(16, 192, 12, 3, 768),
 	"ti32": imageNet(32, 192, 12, 3, 768),
@@ -139,6 +148,12 @@ var Presets = map[string]Config{
 	"mnist-p7": mnist(7, 64, 4, 4, 256),
 	// The smallest model, for unit tests and smoke runs: 16 tokens, hidden 32, 2 blocks.
 	"mnist-tiny": mnist(7, 32, 2, 2, 64),
+
+	// CIFAR-10 and CIFAR-100: 64 tokens of 4x4 pixels, hidden 128, 6 blocks, 4 heads, MLP 256.
+	"cifar10-p4":  cifar(10, 4, 128, 6, 4, 256),
+	"cifar100-p4": cifar(100, 4, 128, 6, 4, 256),
+	// The smallest 32x32 model, for unit tests and smoke runs: 16 tokens of 8x8 pixels.
+	"cifar10-tiny": cifar(10, 8, 32, 2, 2, 64),
 }
 
 // DefaultPreset is the preset that cmd/train uses when none is given.
