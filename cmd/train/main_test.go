@@ -78,3 +78,14 @@ func TestModelMustMatchDataset(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "cifar10-* or cifar100-* preset")
 }
+
+func TestTrainOnCIFAR10WithAugmentation(t *testing.T) {
+	dir := t.TempDir()
+	writeCIFAR10(t, dir, 16)
+	var stdout, stderr bytes.Buffer
+	err := run([]string{"-dataset", "cifar10", "-data-dir", dir, "-model", "cifar10-tiny", "-backend", "go",
+		"-batch", "8", "-steps", "2", "-checkpoint-dir", "", "-metrics", "-",
+		"-crop-pad", "4", "-flip", "-randaugment", "2,9", "-mixup", "0.2"}, &stdout, &stderr)
+	require.NoError(t, err, "stderr: %s", stderr.String())
+	assert.Contains(t, stdout.String(), "test accuracy")
+}
