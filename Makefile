@@ -22,7 +22,8 @@ train: data
 	$(GO) run ./cmd/train -backend $(BACKEND) -data-dir $(FASHION_MNIST_DIR) $(TRAIN_FLAGS)
 
 # Installs Debian's dataset-fashion-mnist when its files are missing: with apt-get as root, with
-# sudo otherwise, or prints what to do.
+# sudo otherwise, or prints what to do. --reinstall also restores files deleted from an installed
+# package, which a plain install leaves missing.
 data:
 	@if [ -f "$(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz" ]; then exit 0; fi; \
 	if [ "$(FASHION_MNIST_DIR)" != /usr/share/datasets/fashion-mnist ]; then \
@@ -31,7 +32,9 @@ data:
 	  echo "Fashion-MNIST is missing and this system has no apt-get: download the four IDX files and run make train FASHION_MNIST_DIR=/their/dir"; exit 1; fi; \
 	echo "Installing Debian's dataset-fashion-mnist ..."; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist
+	$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --reinstall dataset-fashion-mnist; \
+	if [ ! -f "$(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz" ]; then \
+	  echo "Fashion-MNIST is still missing from $(FASHION_MNIST_DIR) after installing dataset-fashion-mnist"; exit 1; fi
 
 # Runs every test, then the optimizer's hand-computed cases on the XLA backend (float16 included,
 # which the pure-Go backend lacks) when the PJRT CPU plugin is installed. Without a plugin the XLA
