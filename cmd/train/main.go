@@ -16,6 +16,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -88,7 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.Float64Var(&f.dropout, "dropout", -1, "dropout rate (default: the preset's)")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed of the initial weights, the data order and dropout")
 	fs.StringVar(&f.backend, "backend", pjrt.AutoConfig, "backend: auto (XLA when a PJRT plugin is found, else pure Go), go, xla, xla:cpu, xla:/path/plugin.so, cuda, tpu")
-	fs.StringVar(&f.checkpointDir, "checkpoint-dir", "runs/default", "directory of checkpoints; training resumes from its newest one (\"\": no checkpoints)")
+	fs.StringVar(&f.checkpointDir, "checkpoint-dir", autoCheckpointDir, "directory of checkpoints; training resumes from its newest one (auto: runs/DATASET-MODEL-OPTIMIZER[-kK][-BASE]; \"\": no checkpoints)")
 	fs.Int64Var(&f.checkpointEvery, "checkpoint-every", 200, "steps between checkpoints (0: only at the end)")
 	fs.IntVar(&f.keep, "keep", 3, "number of checkpoints to keep")
 	fs.BoolVar(&f.noResume, "no-resume", false, "start from scratch even when -checkpoint-dir has a checkpoint")
@@ -108,6 +109,9 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	}
 	if err := applyPreset(fs, f.preset); err != nil {
 		return nil, err
+	}
+	if f.checkpointDir == autoCheckpointDir {
+		f.checkpointDir = f.defaultCheckpointDir()
 	}
 	return f, nil
 }
@@ -344,4 +348,25 @@ func loadData(name, dir string) (trainData, testData *datasets.Dataset, err erro
 		return nil, nil, err
 	}
 	return trainData, testData, nil
+}
+
+// autoCheckpointDir is the -checkpoint-dir value that derives the directory from the run's flags.
+const autoCheckpointDir = "auto"
+
+// defaultCheckpointDir returns runs/DATASET-MODEL-OPTIMIZER, with -kK when -k is set and the base
+// optimizer when it is not AdamW, so that runs of different configurations never resume from each
+// other's checkpoints.
+func (f *flags) defaultCheckpointDir() string {
+	name := fmt.Sprintf("%s-%s-%s", f.dataset, f.model, f.optimizer)
+	if f.k > 0 {
+		name += fmt.Sprintf("-k%d", f.k)
+	}
+	if f.base != string(looksam.BaseAdamW) && looksam.BaseName(f.optimizer) != looksam.BaseName(f.base) {
+		switch looksam.BaseName(f.optimizer) {
+		case looksam.BaseAdamW, looksam.BaseSGD, looksam.BaseLAMB:
+		default:
+			name += "-" + f.base
+		}
+	}
+	return filepath.Join("runs", name)
 }
