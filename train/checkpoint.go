@@ -32,7 +32,7 @@ const (
 // CheckpointMeta is the metadata stored with a checkpoint.
 type CheckpointMeta struct {
 	Format int
-	// Step is the number of completed training steps; training resumes at this step, which also
+	// Step is the number of completed training steps. Training resumes at this step, which also
 	// fixes the position in the k-cycle, the learning-rate schedule and the data order.
 	Step int64
 	// Config is the training configuration, so a resumed run can check that it matches.

@@ -72,7 +72,7 @@ type EvalRecord struct {
 
 // Run trains from the trainer's current step up to opts.Steps, evaluating and checkpointing as
 // configured. A NaN or infinite loss or diagnostic stops the run with an error that names the
-// metric and the step; the checkpoints written before it stay.
+// metric and the step. The checkpoints written before that step stay.
 func Run(t *Trainer, opts RunOptions) (Summary, error) {
 	start := time.Now()
 	summary := Summary{}

@@ -1,6 +1,7 @@
-// Package train runs the training of a ViT with a sharpness-aware optimizer: one compiled program
-// per step kind (plain or reuse, and SAM), chosen on the host by the step number modulo k, all
-// sharing the same variables; evaluation; metrics; and atomic checkpoints for exact resumption.
+// Package train runs the training of a ViT with a sharpness-aware optimizer. Each step kind (plain
+// or reuse, and SAM) is its own compiled program, chosen on the host by the step number modulo k,
+// and all programs share the same variables. The package also evaluates, writes metrics, and
+// writes atomic checkpoints from which a run resumes exactly.
 package train
 
 import (

@@ -61,7 +61,7 @@ func (o *Optimizer) Kinds() []StepKind {
 
 // LossFn builds the scalar loss of the current batch at the current values of the context's
 // variables. A SAM step calls it twice, the second time with every trainable variable set to
-// w + eps; both calls must see the same batch and the same dropout masks.
+// w + eps. Both calls must use the same batch and the same dropout masks.
 type LossFn func(ctx *context.Context) *Node
 
 // Diagnostics are the per-step values that BuildStep returns, in this order, as a float32 vector.
@@ -102,9 +102,12 @@ type StepOptions struct {
 	PerReplicaPerturbation bool
 }
 
-// BuildStepWith is BuildStep with data-parallel options. The order of operations on a SAM step
-// is: local g; mean g (all-reduce); eps from the mean g (or from the local g with
-// PerReplicaPerturbation); local g_s at w + eps; mean g_s (all-reduce); clipping; base update.
+// BuildStepWith is BuildStep with data-parallel options. A SAM step runs, in order:
+//
+//  1. the local g, then its mean across replicas (an all-reduce);
+//  2. eps from the mean g, or from the local g with PerReplicaPerturbation;
+//  3. the local g_s at w + eps, then its mean (an all-reduce);
+//  4. clipping, and the base update at w.
 func (o *Optimizer) BuildStepWith(ctx *context.Context, kind StepKind, learningRate *Node, lossFn LossFn, opts StepOptions) *Node {
 	if !slices.Contains(o.Kinds(), kind) {
 		panic(fmt.Sprintf("looksam: rule %q does not run %q steps; it runs %v", o.cfg.Rule, kind, o.Kinds()))
@@ -172,7 +175,7 @@ func (o *Optimizer) BuildStepWith(ctx *context.Context, kind StepKind, learningR
 // samGradient returns g_s, the gradient at w + eps, and for LookSAM stores g_v. It leaves every
 // variable at w.
 //
-// grads is the gradient g at w averaged over replicas; perturbFrom is the gradient that eps is
+// grads is the gradient g at w averaged over replicas. perturbFrom is the gradient that eps is
 // computed from: grads, or the local gradient for a per-replica perturbation.
 func (o *Optimizer) samGradient(ctx *context.Context, vars []*context.Variable, weightNodes, weights, grads, perturbFrom []*Node,
 	lossFn LossFn, opts StepOptions, d *diagnostics) []*Node {
